@@ -1,0 +1,222 @@
+"""Catalog discovery: fetch ``{baseUrl}/models``, merge with the built-in list, cache, refresh.
+
+``CatalogRefresher`` is the owner of the refresh task: ``start()`` returns at once (the current
+catalog is the cached or built-in one until the first discovery lands), ``stop()`` cancels and
+awaits the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.catalog import (
+    BUILTIN_MODELS,
+    Catalog,
+    CatalogFormatError,
+    builtin_catalog,
+    catalog_from_json,
+    catalog_to_json,
+    merge_catalog,
+    parse_models_payload,
+)
+from gateway.errors import UpstreamError
+from gateway.observe import get_logger
+from gateway.secret import Secret
+from gateway.store import atomic_write
+
+log = get_logger("gateway.discovery")
+
+
+async def fetch_models(
+    session: aiohttp.ClientSession, base_url: str, token: Secret | None, timeout_s: float
+) -> Catalog:
+    """GET ``{base_url}/models`` and merge it with the built-in list; ``UpstreamError`` on failure.
+
+    The error text never contains the token.
+    """
+    url = base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
+    try:
+        async with session.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
+            if resp.status != 200:
+                raise UpstreamError(
+                    f"the router answered {resp.status} to GET {url}", status=resp.status
+                )
+            body = await resp.read()
+    except TimeoutError:
+        raise UpstreamError(f"GET {url} timed out after {timeout_s:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"GET {url} failed: {type(exc).__name__}") from None
+    try:
+        entries = parse_models_payload(json.loads(body))
+    except (ValueError, CatalogFormatError) as exc:
+        raise UpstreamError(f"GET {url} returned an unusable body: {exc}") from None
+    if not entries:
+        raise UpstreamError(f"GET {url} returned an empty model list")
+    return Catalog(merge_catalog(BUILTIN_MODELS, entries), "discovery", time.time())
+
+
+def load_cached_catalog(path: Path) -> Catalog | None:
+    """The last good discovery from disk, or None when absent or damaged."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = catalog_from_json(data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, CatalogFormatError) as exc:
+        log.warning("catalog_cache_unusable", path=str(path), error=str(exc))
+        return None
+    fetched = data.get("fetched_at")
+    return Catalog(
+        merge_catalog(BUILTIN_MODELS, entries),
+        "cache",
+        fetched if isinstance(fetched, int | float) else None,
+    )
+
+
+def save_cached_catalog(path: Path, catalog: Catalog) -> None:
+    atomic_write(path, json.dumps(catalog_to_json(catalog)), mode=0o600)
+
+
+def initial_catalog(cache_file: Path) -> Catalog:
+    return load_cached_catalog(cache_file) or builtin_catalog()
+
+
+def next_delay(
+    interval_s: float, failures: int, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds until the next refresh: the interval ±10 % jitter, or backoff after failures.
+
+    Backoff: 5 s doubling per consecutive failure, never past the interval.
+    """
+    if failures == 0:
+        return interval_s * (0.9 + 0.2 * rand())
+    backoff = min(5.0 * 2.0 ** (failures - 1), interval_s)
+    return backoff * (0.5 + 0.5 * rand())
+
+
+class CatalogRefresher:
+    """Owns the background refresh task and the current catalog."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        token: Secret | None,
+        interval_s: float,
+        timeout_s: float,
+        cache_file: Path,
+        enabled: bool = True,
+        on_update: Callable[[Catalog], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.base_url = base_url
+        self.token = token
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.cache_file = cache_file
+        self.enabled = enabled
+        self.on_update = on_update
+        self.catalog = initial_catalog(cache_file)
+        self.failures = 0
+        self.last_error: str | None = None
+        self.refreshes = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def reconfigure(
+        self,
+        *,
+        base_url: str,
+        token: Secret | None,
+        interval_s: float,
+        timeout_s: float,
+        enabled: bool,
+    ) -> None:
+        """Apply new discovery settings; the loop picks them up at its next wake."""
+        changed = (base_url, token, enabled) != (self.base_url, self.token, self.enabled)
+        self.base_url, self.token = base_url, token
+        self.interval_s, self.timeout_s, self.enabled = interval_s, timeout_s, enabled
+        if changed:
+            self._wake.set()
+
+    async def refresh_once(self) -> bool:
+        """One discovery; True when it succeeded. Failures keep the last good catalog."""
+        try:
+            catalog = await fetch_models(self.session, self.base_url, self.token, self.timeout_s)
+        except UpstreamError as exc:
+            self.failures += 1
+            self.last_error = exc.message
+            if self.failures == 1:
+                log.warning(
+                    "catalog_refresh_failed",
+                    error=exc.message,
+                    kept=self.catalog.origin,
+                    models=len(self.catalog),
+                )
+            return False
+        if self.failures:
+            log.info("catalog_refresh_recovered", failed_tries=self.failures)
+        self.failures = 0
+        self.last_error = None
+        self.refreshes += 1
+        self.catalog = catalog
+        try:
+            save_cached_catalog(self.cache_file, catalog)
+        except OSError as exc:
+            log.warning("catalog_cache_write_failed", path=str(self.cache_file), error=str(exc))
+        log.info("catalog_refreshed", models=len(catalog))
+        if self.on_update:
+            self.on_update(catalog)
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            if self.enabled:
+                await self.refresh_once()
+                delay = next_delay(self.interval_s, self.failures)
+            else:
+                delay = self.interval_s
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="catalog-refresh")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def age_seconds(self, now: float | None = None) -> float | None:
+        if self.catalog.fetched_at is None:
+            return None
+        return (now or time.time()) - self.catalog.fetched_at
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "origin": self.catalog.origin,
+            "models": len(self.catalog),
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,87 @@
+"""The one exception tree of the gateway.
+
+Every error a user can meet is a ``GatewayError``; its ``message`` says what went wrong and its
+``hint`` what to do next. Secrets never enter either.
+
+    GatewayError
+    ├── ConfigError        bad config file, env file or flag; the process exits 78 (EX_CONFIG)
+    │   └── RefError       a model reference that does not parse (404 model_not_found on a request)
+    ├── TokenError         no Hugging Face token, or one the Hub rejected
+    ├── UpstreamError      the router answered with an error or could not be reached
+    └── ServiceError       systemd / launchd could not do what was asked
+"""
+
+from __future__ import annotations
+
+EX_CONFIG = 78
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  → {self.hint}" if self.hint else self.message
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used; nothing starts half-configured."""
+
+    exit_code = EX_CONFIG
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = ""
+        if file:
+            where = f"{file}"
+            if line is not None:
+                where += f":{line}"
+            where += ": "
+        if path:
+            where += f"{path}: "
+        super().__init__(f"{where}{message}", hint=hint)
+        self.file = file
+        self.path = path
+        self.line = line
+        self.reason = message
+
+
+class RefError(ConfigError):
+    """A model reference is not of the form ``huggingface/<org>/<model>[:<suffix>]``."""
+
+
+class TokenError(GatewayError):
+    """The Hugging Face token is missing or was rejected."""
+
+    exit_code = 2
+
+
+class UpstreamError(GatewayError):
+    """The router failed; ``status`` is the HTTP status or None when no answer came."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class ServiceError(GatewayError):
+    """The service manager (systemd or launchd) failed or is missing."""

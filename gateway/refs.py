@@ -1,0 +1,107 @@
+"""Model references: parse once, format everywhere (pure code).
+
+A ref is ``huggingface/<org>/<model>[:<suffix>]``. The suffix is a routing policy
+(``fastest``, ``cheapest``, ``preferred``) or a provider slug (``together``, ``groq``, …).
+A bare ``<org>/<model>`` means the huggingface provider; a doubled ``huggingface/`` prefix is
+tolerated. The router is sent ``<org>/<model>[:<suffix>]``, never the prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from gateway.errors import RefError
+
+PROVIDER = "huggingface"
+POLICIES = frozenset({"fastest", "cheapest", "preferred"})
+CHAIN_NAMES = frozenset({"", "coderclaw", "default"})
+
+# Hub repo ids: letters, digits, '-', '_', '.'; at most 96 characters per part.
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_SUFFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_EXAMPLE = "huggingface/<org>/<model>[:fastest|:cheapest|:<provider>]"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """A parsed model reference; ``str(ref)`` is its canonical form."""
+
+    model_id: str
+    suffix: str | None = None
+    provider: str = PROVIDER
+
+    @property
+    def upstream_id(self) -> str:
+        """What the router receives in ``model``."""
+        return f"{self.model_id}:{self.suffix}" if self.suffix else self.model_id
+
+    @property
+    def base(self) -> ModelRef:
+        """The same model without a suffix."""
+        return ModelRef(self.model_id, None, self.provider)
+
+    @property
+    def is_policy(self) -> bool:
+        return self.suffix in POLICIES
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.upstream_id}"
+
+
+def parse_ref(text: str) -> ModelRef:
+    """Parse a model reference or raise ``RefError`` saying what is wrong with it."""
+    if not isinstance(text, str):
+        raise RefError(f"a model reference must be a string, got {type(text).__name__}")
+    raw = text.strip()
+    if not raw:
+        raise RefError(f"empty model reference; expected {_EXAMPLE}")
+    if any(ch.isspace() for ch in raw):
+        raise RefError(f"model reference {text!r} contains white space; expected {_EXAMPLE}")
+    body, sep, suffix = raw.partition(":")
+    parts = body.split("/")
+    while len(parts) > 2 and parts[0].lower() == PROVIDER:
+        parts = parts[1:]
+    if len(parts) != 2:
+        if len(parts) == 1:
+            reason = f"{text!r} has no organisation part"
+        else:
+            reason = f"{text!r} names provider {parts[0]!r}; only {PROVIDER!r} is supported"
+        raise RefError(f"invalid model reference: {reason}; expected {_EXAMPLE}")
+    org, name = parts
+    for label, part in (("organisation", org), ("model name", name)):
+        if not part:
+            raise RefError(f"invalid model reference {text!r}: empty {label}; expected {_EXAMPLE}")
+        if not _PART.fullmatch(part) or ".." in part:
+            raise RefError(
+                f"invalid model reference {text!r}: bad character in {label} {part!r} "
+                "(letters, digits, '-', '_' and '.' only)"
+            )
+    if sep:
+        suffix = suffix.lower()
+        if not _SUFFIX.fullmatch(suffix):
+            raise RefError(
+                f"invalid model reference {text!r}: suffix {suffix!r} is not a policy "
+                f"({', '.join(sorted(POLICIES))}) or a provider slug"
+            )
+        return ModelRef(f"{org}/{name}", suffix)
+    return ModelRef(f"{org}/{name}")
+
+
+def is_chain_name(name: str) -> bool:
+    """True for the names that mean 'the configured chain' (``coderclaw``, ``default``, empty)."""
+    return name.strip().lower() in CHAIN_NAMES
+
+
+def build_alias_map(aliases: Iterable[tuple[str, ModelRef]]) -> dict[str, ModelRef]:
+    """Aliases keyed case-insensitively (stripped, lowercased)."""
+    return {alias.strip().lower(): ref for alias, ref in aliases if alias.strip()}
+
+
+def resolve_model(name: str, aliases: Mapping[str, ModelRef]) -> ModelRef:
+    """An alias (case-insensitive) or a ref; raises ``RefError`` for anything else."""
+    found = aliases.get(name.strip().lower())
+    if found is not None:
+        return found
+    return parse_ref(name)
