@@ -336,6 +336,15 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
+def _fill(template: str, *, model: str = "", provider: str = "") -> str:
+    """Substitute the ``{model}``/``{provider}``/``{user}`` slots, leaving other braces alone."""
+    return (
+        template.replace("{model}", model)
+        .replace("{provider}", provider)
+        .replace("{user}", USER_NAME)
+    )
+
+
 def _html_page(status: int, detail: str | None = None) -> str:
     title = f"{status} {_phrase(status)}"
     extra = f"<p>{detail}</p>\r\n" if detail else ""
@@ -357,7 +366,7 @@ def _error_response(reply: Reply, *, model: str, headers: dict[str, str]) -> web
         or _STATUS_MESSAGES.get(status)
         or _phrase(status)
     )
-    message = template.format(model=model, provider=reply.provider, user=USER_NAME)
+    message = _fill(template, model=model, provider=reply.provider)
     if status == 401:
         headers["www-authenticate"] = WWW_AUTHENTICATE
     shape = reply.error_shape or ("string" if status in _STRING_STATUSES else "object")
@@ -590,7 +599,7 @@ class FakeRouter:
                 401, {"error": MSG_BAD_TOKEN}, {"www-authenticate": WWW_AUTHENTICATE}
             )
         if token in self.no_inference_tokens:
-            return _json_response(403, {"error": MSG_NO_PERMISSION.format(user=USER_NAME)})
+            return _json_response(403, {"error": _fill(MSG_NO_PERMISSION)})
         return None
 
     # ------------------------------------------------------------------ models
@@ -607,9 +616,7 @@ class FakeRouter:
             await asyncio.sleep(knobs.delay)
         if knobs.status != 200:
             message = _STATUS_MESSAGES.get(knobs.status) or _phrase(knobs.status)
-            return _json_response(
-                knobs.status, {"error": message.format(model="", provider="", user=USER_NAME)}
-            )
+            return _json_response(knobs.status, {"error": _fill(message)})
         if knobs.invalid_json:
             return web.Response(text="this is not json {", content_type="application/json")
         if knobs.body_override is not None:
@@ -689,7 +696,7 @@ class FakeRouter:
             return _object_error(400, "The 'model' field is required.", None, "model")
         if not self._is_served(sent):
             return _object_error(
-                400, MSG_NOT_SUPPORTED.format(model=sent), "model_not_supported", "model"
+                400, _fill(MSG_NOT_SUPPORTED, model=sent), "model_not_supported", "model"
             )
         reply = self._next_reply(sent)
         suffix = sent.partition(":")[2]
