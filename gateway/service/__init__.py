@@ -1,0 +1,1 @@
+"""The gateway as a long-running service: daemon lifecycle and systemd/launchd install."""
