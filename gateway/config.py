@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import json5
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
 from gateway.errors import ConfigError, RefError
@@ -27,7 +27,8 @@ class _Section(BaseModel):
 
 class ModelChain(_Section):
     primary: str | None = None
-    fallbacks: tuple[str, ...] = ()
+    # JSON5 gives a list; strict mode alone would refuse a list for a tuple.
+    fallbacks: Annotated[tuple[StrictStr, ...], Field(strict=False)] = ()
 
 
 class ModelOptions(_Section):
@@ -122,12 +123,13 @@ class Config(_Section):
 
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 _VAR_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def read_config_text(path: Path) -> str | None:
     """The file's text, None when it does not exist; a ``ConfigError`` when it cannot be read."""
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
     except IsADirectoryError:
@@ -136,12 +138,20 @@ def read_config_text(path: Path) -> str | None:
             file=str(path),
             hint="remove it or point CODERCLAW_CONFIG_PATH at a file",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    except OSError as exc:
         raise ConfigError(
-            f"cannot read the config file: {reason}",
+            f"cannot read the config file: {exc.strerror or exc}",
             file=str(path),
-            hint="check the file's permissions and that it is UTF-8 text",
+            hint="check the file's permissions",
+        ) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} cannot be decoded)",
+            file=str(path),
+            line=data[: exc.start].count(b"\n") + 1,
+            hint="save the file as UTF-8",
         ) from None
 
 
@@ -161,17 +171,32 @@ def parse_json5(text: str, file: str) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(
-            f"expected an object at the top level, got {type(data).__name__}", file=file
+            f"expected an object at the top level, got {_kind(data)}",
+            file=file,
+            hint="the config file is one JSON5 object: { agents: {…}, models: {…}, … }",
         )
     return data
 
 
-def substitute_vars(data: Any, env: Mapping[str, str], file: str, path: str = "") -> Any:
-    """Replace ``${VAR}`` in every string; ``$${VAR}`` stays literal as ``${VAR}``."""
+def substitute_vars(
+    data: Any, env: Mapping[str, str], file: str, path: str = "", *, text: str | None = None
+) -> Any:
+    """Replace ``${VAR}`` in every string; ``$${VAR}`` stays literal as ``${VAR}``.
+
+    ``path`` is the dotted path of ``data`` in the file; ``text`` (the file's text) lets an
+    error name the line.
+    """
+    prefix = tuple(path.split(".")) if path else ()
+    return _substitute(data, env, file, prefix, text)
+
+
+def _substitute(
+    data: Any, env: Mapping[str, str], file: str, loc: tuple[Any, ...], text: str | None
+) -> Any:
     if isinstance(data, dict):
-        return {k: substitute_vars(v, env, file, _join(path, k)) for k, v in data.items()}
+        return {k: _substitute(v, env, file, (*loc, k), text) for k, v in data.items()}
     if isinstance(data, list):
-        return [substitute_vars(v, env, file, f"{path}[{i}]") for i, v in enumerate(data)]
+        return [_substitute(v, env, file, (*loc, i), text) for i, v in enumerate(data)]
     if not isinstance(data, str) or "${" not in data:
         return data
 
@@ -179,18 +204,23 @@ def substitute_vars(data: Any, env: Mapping[str, str], file: str, path: str = ""
         escaped, name = m.group(1), m.group(2)
         if escaped:
             return "${" + name + "}"
+        path = dotted_path(loc) or None
+        line = _find_text_line(text, _find_line(text, loc), m.group(0))
         if not _VAR_NAME.fullmatch(name):
             raise ConfigError(
-                f"${{{name}}} is not a valid variable name (uppercase letters, digits, '_')",
+                f"${{{name}}} is not a valid variable name; expected uppercase letters, digits "
+                "and '_' (write $${…} for a literal)",
                 file=file,
-                path=path or None,
+                path=path,
+                line=line,
             )
         value = env.get(name)
         if value is None:
             raise ConfigError(
                 f"environment variable {name} is not set",
                 file=file,
-                path=path or None,
+                path=path,
+                line=line,
                 hint=f"set {name} in the environment or in the state dir's .env file, or "
                 "write the value into the config",
             )
@@ -199,34 +229,122 @@ def substitute_vars(data: Any, env: Mapping[str, str], file: str, path: str = ""
     return _VAR.sub(replace, data)
 
 
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+def dotted_path(loc: tuple[Any, ...]) -> str:
+    """``('agents', 'defaults', 'models', 'huggingface/a/b', 'alias')`` →
+    ``agents.defaults.models["huggingface/a/b"].alias``; list indexes as ``[i]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENT.fullmatch(str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f'["{part}"]'
+    return out
 
 
 def _find_line(text: str | None, loc: tuple[Any, ...]) -> int | None:
-    """Best-effort line of the last key in ``loc`` (JSON5 parsers give no positions)."""
+    """Best-effort line of the last key in ``loc`` (JSON5 parsers give no positions).
+
+    The keys are looked for in order, each after the line of the one before, so that a key
+    that appears in several sections is found in the right one.
+    """
     if not text:
         return None
-    keys = [k for k in loc if isinstance(k, str)]
-    if not keys:
-        return None
-    pattern = re.compile(r"""(?:^|[\s{,])["']?""" + re.escape(keys[-1]) + r"""["']?\s*:""")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if pattern.search(line):
-            return number
-    return None
+    lines = text.splitlines()
+    start, found = 0, None
+    for key in (k for k in loc if isinstance(k, str)):
+        pattern = re.compile(r"""(?:^|[\s{,])["']?""" + re.escape(key) + r"""["']?\s*:""")
+        for number in range(start, len(lines)):
+            if pattern.search(lines[number]):
+                start, found = number, number + 1
+                break
+        else:
+            break
+    return found
+
+
+def _find_text_line(text: str | None, after: int | None, needle: str) -> int | None:
+    """The first line at or after line ``after`` (1-based) that contains ``needle``."""
+    if not text or not needle:
+        return after
+    lines = text.splitlines()
+    for start in ((after or 1) - 1, 0):
+        for number in range(start, len(lines)):
+            if needle in lines[number]:
+                return number + 1
+    return after
+
+
+def _kind(value: Any) -> str:
+    """A value's type in the words of JSON."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema class that sits at ``loc`` in the file, if any."""
+    current: Any = Config
+    for key in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if key in (n, f.alias)), None)
+            if field is None:
+                return None
+            current = field.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
 def _describe(err: Mapping[str, Any]) -> str:
     kind = err["type"]
+    loc = tuple(err["loc"])
     if kind == "extra_forbidden":
-        return "unknown key"
+        section = _section_at(loc[:-1])
+        if section is None:
+            return "unknown key"
+        keys = ", ".join(f.alias or n for n, f in section.model_fields.items())
+        return f"unknown key; expected one of: {keys}"
+    got = _kind(err.get("input"))
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {got}"
     if kind == "literal_error":
-        return f"expected {err['ctx']['expected']}"
-    if kind.endswith("_type") or kind == "model_type" or kind == "dict_type":
-        expected = kind.removesuffix("_type").replace("model", "object").replace("dict", "object")
-        return f"expected {expected}, got {type(err['input']).__name__}"
-    return str(err["msg"])
+        return f"expected {err['ctx']['expected']}, got {err.get('input')!r}"
+    if kind == "string_pattern_mismatch" and "https?" in str(err.get("ctx", {}).get("pattern")):
+        return f"expected an http:// or https:// URL, got {err.get('input')!r}"
+    msg = str(err["msg"])
+    if msg.startswith("Input should be "):
+        return f"expected a value {msg.removeprefix('Input should be ')}, got {err.get('input')!r}"
+    return msg
 
 
 def validate_config(data: dict[str, Any], file: str, text: str | None = None) -> Config:
@@ -237,13 +355,11 @@ def validate_config(data: dict[str, Any], file: str, text: str | None = None) ->
         errors = exc.errors()
         first = errors[0]
         loc = tuple(first["loc"])
-        dotted = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc)
-        dotted = dotted.replace(".[", "[")
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConfigError(
             _describe(first) + more,
             file=file,
-            path=dotted or None,
+            path=dotted_path(loc) or None,
             line=_find_line(text, loc),
             hint="see the configuration reference in the README",
         ) from None
@@ -252,34 +368,46 @@ def validate_config(data: dict[str, Any], file: str, text: str | None = None) ->
 
 
 def check_refs(config: Config, file: str, text: str | None = None) -> None:
+    """Every model ref of the config parses; a ``ConfigError`` names the first that does not."""
     defaults = config.agents.defaults
-    places: list[tuple[str, str]] = []
+    base = ("agents", "defaults")
+    places: list[tuple[tuple[Any, ...], str]] = []
     if defaults.model.primary is not None:
-        places.append(("agents.defaults.model.primary", defaults.model.primary))
-    places += [
-        (f"agents.defaults.model.fallbacks[{i}]", r) for i, r in enumerate(defaults.model.fallbacks)
-    ]
-    places += [(f'agents.defaults.models["{k}"]', k) for k in defaults.models]
-    for path, ref in places:
+        places.append(((*base, "model", "primary"), defaults.model.primary))
+    fallbacks = defaults.model.fallbacks
+    places += [((*base, "model", "fallbacks", i), r) for i, r in enumerate(fallbacks)]
+    places += [((*base, "models", k), k) for k in defaults.models]
+    for loc, ref in places:
         try:
             parse_ref(ref)
         except RefError as exc:
             raise ConfigError(
                 exc.reason,
                 file=file,
-                path=path,
-                line=_find_ref_line(text, ref),
+                path=dotted_path(loc),
+                line=_find_text_line(text, _find_line(text, loc), ref),
                 hint="use huggingface/<org>/<model>[:fastest|:cheapest|:<provider>]",
             ) from None
+    _check_aliases(config, file, text)
 
 
-def _find_ref_line(text: str | None, ref: str) -> int | None:
-    if not text or not ref:
-        return None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if ref in line:
-            return number
-    return None
+def _check_aliases(config: Config, file: str, text: str | None) -> None:
+    """Aliases match case-insensitively, so one alias must not name two models."""
+    owners: dict[str, str] = {}
+    for key, opts in config.agents.defaults.models.items():
+        alias = (opts.alias or "").strip()
+        if not alias:
+            continue
+        other = owners.setdefault(alias.lower(), key)
+        if parse_ref(other) != parse_ref(key):
+            loc = ("agents", "defaults", "models", key, "alias")
+            raise ConfigError(
+                f"alias {alias!r} is already used for {other!r} (aliases match case-insensitively)",
+                file=file,
+                path=dotted_path(loc),
+                line=_find_line(text, loc),
+                hint="give each model its own alias",
+            )
 
 
 def chain_of(config: Config) -> tuple[ModelRef, ...]:
@@ -295,6 +423,7 @@ def chain_of(config: Config) -> tuple[ModelRef, ...]:
 
 
 def aliases_of(config: Config) -> list[tuple[str, ModelRef]]:
+    """``(alias, ref)`` of every configured model that has an alias, as written."""
     return [
         (opts.alias, parse_ref(key))
         for key, opts in config.agents.defaults.models.items()

@@ -9,7 +9,7 @@ tolerated. The router is sent ``<org>/<model>[:<suffix>]``, never the prefix.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from gateway.errors import RefError
@@ -80,6 +80,11 @@ def parse_ref(text: str) -> ModelRef:
             )
     if sep:
         suffix = suffix.lower()
+        if not suffix:
+            raise RefError(
+                f"invalid model reference {text!r}: empty suffix after ':'; expected "
+                f"{', '.join(sorted(POLICIES))} or a provider slug, or no ':'"
+            )
         if not _SUFFIX.fullmatch(suffix):
             raise RefError(
                 f"invalid model reference {text!r}: suffix {suffix!r} is not a policy "
@@ -94,14 +99,42 @@ def is_chain_name(name: str) -> bool:
     return name.strip().lower() in CHAIN_NAMES
 
 
-def build_alias_map(aliases: Iterable[tuple[str, ModelRef]]) -> dict[str, ModelRef]:
-    """Aliases keyed case-insensitively (stripped, lowercased)."""
-    return {alias.strip().lower(): ref for alias, ref in aliases if alias.strip()}
+class AliasMap(Mapping[str, ModelRef]):
+    """Aliases looked up case-insensitively (and stripped); iteration gives them as written."""
+
+    __slots__ = ("_by_key",)
+
+    def __init__(self, aliases: Iterable[tuple[str, ModelRef]] = ()) -> None:
+        by_key: dict[str, tuple[str, ModelRef]] = {}
+        for alias, ref in aliases:
+            name = alias.strip()
+            if name:
+                by_key[name.lower()] = (name, ref)
+        self._by_key = by_key
+
+    def __getitem__(self, name: str) -> ModelRef:
+        if not isinstance(name, str):
+            raise KeyError(name)
+        return self._by_key[name.strip().lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._by_key.values())
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __repr__(self) -> str:
+        return f"AliasMap({dict(self.items())!r})"
+
+
+def build_alias_map(aliases: Iterable[tuple[str, ModelRef]]) -> AliasMap:
+    """Aliases matched case-insensitively; a later alias that differs only in case wins."""
+    return AliasMap(aliases)
 
 
 def resolve_model(name: str, aliases: Mapping[str, ModelRef]) -> ModelRef:
     """An alias (case-insensitive) or a ref; raises ``RefError`` for anything else."""
-    found = aliases.get(name.strip().lower())
+    found = aliases.get(name) or aliases.get(name.strip().lower())
     if found is not None:
         return found
     return parse_ref(name)

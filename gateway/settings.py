@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from gateway.config import (
     validate_config,
 )
 from gateway.errors import ConfigError
-from gateway.refs import ModelRef, build_alias_map
+from gateway.refs import AliasMap, ModelRef, build_alias_map
 from gateway.secret import Secret, clean_token
 
 TOKEN_VARS = ("HUGGINGFACE_HUB_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -55,14 +57,20 @@ class Paths:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Paths:
-        home = Path(env.get("CODERCLAW_HOME") or env.get("HOME") or Path.home()).expanduser()
+        """The paths of ``env``; ``~`` means CODERCLAW_HOME when set, else HOME."""
+        user_home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+        home = (
+            expand_home(env["CODERCLAW_HOME"], user_home)
+            if env.get("CODERCLAW_HOME")
+            else user_home
+        )
         state = (
-            Path(env["CODERCLAW_STATE_DIR"]).expanduser()
+            expand_home(env["CODERCLAW_STATE_DIR"], home)
             if env.get("CODERCLAW_STATE_DIR")
             else home / ".coderclaw"
         )
         config = (
-            Path(env["CODERCLAW_CONFIG_PATH"]).expanduser()
+            expand_home(env["CODERCLAW_CONFIG_PATH"], home)
             if env.get("CODERCLAW_CONFIG_PATH")
             else state / "coderclaw.json"
         )
@@ -89,7 +97,7 @@ class Settings:
     port: int
     host: str
     chain: tuple[ModelRef, ...]
-    aliases: Mapping[str, ModelRef]
+    aliases: AliasMap
     config_exists: bool
     warnings: tuple[str, ...] = field(default=())
 
@@ -99,6 +107,15 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s.reveal() for s in (self.hf_token, self.gateway_token) if s is not None)
+
+
+def expand_home(raw: str, home: Path) -> Path:
+    """``~`` and ``~/x`` relative to ``home`` (not the process's HOME); other paths as given."""
+    if raw == "~":
+        return home
+    if raw.startswith("~/"):
+        return home / raw[2:]
+    return Path(raw)
 
 
 def current_paths() -> Paths:
@@ -113,8 +130,9 @@ def read_env_file(path: Path) -> dict[str, str]:
             if path.exists():
                 raise ConfigError("is not a regular file", file=str(path))
             return {}
-        with path.open(encoding="utf-8") as fh:
-            values = dotenv_values(stream=fh)
+        with path.open(encoding="utf-8-sig") as fh:
+            # No ${VAR} expansion: it would read os.environ and break single-quoted values.
+            values = dotenv_values(stream=fh, interpolate=False)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
@@ -128,71 +146,109 @@ def read_env_file(path: Path) -> dict[str, str]:
 def read_shell_env(
     env: Mapping[str, str], keys: tuple[str, ...], timeout_s: float
 ) -> tuple[dict[str, str], str | None]:
-    """Run the login shell once and return the wanted keys it sets, plus a warning if it failed."""
+    """Run the login shell once and return the wanted keys it sets, plus a warning if it failed.
+
+    The shell runs in its own session so that, on timeout, everything it started is killed.
+    """
     shell = env.get("SHELL") or "/bin/sh"
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [shell, "-l", "-c", "env -0"],
-            capture_output=True,
-            timeout=timeout_s,
-            env=dict(env),
             stdin=subprocess.DEVNULL,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=dict(env),
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        return {}, f"env.shellEnv: the login shell {shell} did not finish in {timeout_s:g}s"
     except OSError as exc:
-        return {}, f"env.shellEnv: cannot run the login shell {shell}: {exc.strerror}"
+        return {}, (
+            f"env.shellEnv: cannot run the login shell {shell}: {exc.strerror or exc}; "
+            "set SHELL or disable env.shellEnv"
+        )
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_session(proc)
+        return {}, (
+            f"env.shellEnv: the login shell {shell} did not finish in {timeout_s:g}s; "
+            "raise env.shellEnv.timeoutMs or put the variables in the .env file"
+        )
     if proc.returncode != 0:
-        return {}, f"env.shellEnv: the login shell {shell} exited with status {proc.returncode}"
+        return {}, (
+            f"env.shellEnv: the login shell {shell} exited with status {proc.returncode}; "
+            "check your shell profile or put the variables in the .env file"
+        )
     found: dict[str, str] = {}
-    for item in proc.stdout.split(b"\0"):
+    for item in out.split(b"\0"):
         key, sep, value = item.decode("utf-8", "replace").partition("=")
         if sep and key in keys and value:
             found[key] = value
     return found, None
 
 
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.stdout is not None:
+        proc.stdout.close()
+    proc.wait()
+
+
 def hf_token_file(env: Mapping[str, str], home: Path) -> Path:
     """huggingface_hub's token file: HF_TOKEN_PATH, else $HF_HOME/token, else the cache dir."""
     if env.get("HF_TOKEN_PATH"):
-        return Path(env["HF_TOKEN_PATH"]).expanduser()
+        return expand_home(env["HF_TOKEN_PATH"], home)
     if env.get("HF_HOME"):
-        return Path(env["HF_HOME"]).expanduser() / "token"
-    cache = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else home / ".cache"
+        return expand_home(env["HF_HOME"], home) / "token"
+    cache = (
+        expand_home(env["XDG_CACHE_HOME"], home) if env.get("XDG_CACHE_HOME") else home / ".cache"
+    )
     return cache / "huggingface" / "token"
 
 
+API_KEY_PATH = "models.providers.huggingface.apiKey"
+API_KEY_SOURCE = f"config {API_KEY_PATH}"
+_HF_HINT = "copy the token again from Hugging Face → Settings → Tokens"
+
+
 def resolve_hf_token(
-    config: Config, env: Mapping[str, str], home: Path
+    config: Config, env: Mapping[str, str], home: Path, *, config_file: str | None = None
 ) -> tuple[Secret | None, str | None]:
-    """The first non-empty of apiKey, the token variables, then the token file."""
-    candidates: list[tuple[str, str | None]] = [
-        ("config models.providers.huggingface.apiKey", config.hf.api_key),
-        *((name, env.get(name)) for name in TOKEN_VARS),
-    ]
-    for source, raw in candidates:
-        token = clean_token(raw)
+    """The first non-empty of apiKey, the token variables, then the token file.
+
+    Returns the token and where it came from (a label; never the token).
+    """
+    token = clean_token(config.hf.api_key)
+    if token:
+        _check_token(token, "the Hugging Face token", _HF_HINT, file=config_file, path=API_KEY_PATH)
+        return Secret(token), API_KEY_SOURCE
+    for name in TOKEN_VARS:
+        token = clean_token(env.get(name))
         if token:
-            return Secret(_check_token(token, source)), source
+            _check_token(token, f"the Hugging Face token in {name}", _HF_HINT)
+            return Secret(token), name
     path = hf_token_file(env, home)
     try:
         token = clean_token(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         token = None
     if token:
-        return Secret(_check_token(token, str(path))), str(path)
+        _check_token(token, "the Hugging Face token", _HF_HINT, file=str(path))
+        return Secret(token), str(path)
     return None, None
 
 
-def _check_token(token: str, source: str) -> str:
+def _check_token(
+    token: str, what: str, hint: str, *, file: str | None = None, path: str | None = None
+) -> None:
+    """A token must fit in an HTTP header; the error never shows the token."""
     if not all(33 <= ord(ch) < 127 for ch in token):
         raise ConfigError(
-            "the token contains spaces or characters that cannot be sent in a header",
-            file=source,
-            hint="copy the token again from Hugging Face → Settings → Tokens",
+            f"{what} contains spaces or characters that cannot be sent in an HTTP header",
+            file=file,
+            path=path,
+            hint=hint,
         )
-    return token
 
 
 def load_settings(
@@ -209,38 +265,43 @@ def load_settings(
     text = read_config_text(paths.config)
     raw = parse_json5(text, file) if text is not None else {}
     dotenv = read_env_file(paths.env_file)
-    # env.vars may itself use ${VAR} from the sources above it.
-    raw_env = raw.get("env") if isinstance(raw.get("env"), dict) else {}
-    vars_raw = raw_env.get("vars", {}) if isinstance(raw_env, dict) else {}
-    config_vars = substitute_vars(vars_raw, merge_layers([process, dotenv]), file, "env.vars")
-    if not isinstance(config_vars, dict) or not all(
-        isinstance(v, str) for v in config_vars.values()
-    ):
-        raise ConfigError("expected an object of string values", file=file, path="env.vars")
+    # The env section is checked first (the shell must not run for a broken config); its
+    # strings may use ${VAR} from the two sources above it.
+    env_raw = substitute_vars(
+        raw.get("env", {}), merge_layers([process, dotenv]), file, "env", text=text
+    )
+    env_section = validate_config({"env": env_raw}, file, text).env
+    config_vars = dict(env_section.vars)
     layers: list[Mapping[str, str]] = [process, dotenv, config_vars]
     warnings: list[str] = []
-    shell_cfg = raw_env.get("shellEnv", {}) if isinstance(raw_env, dict) else {}
-    if isinstance(shell_cfg, dict) and shell_cfg.get("enabled") is True:
+    shell_cfg = env_section.shell_env
+    if shell_cfg.enabled:
         merged = merge_layers(layers)
         missing = tuple(k for k in KNOWN_KEYS if not merged.get(k))
         if missing:
-            timeout = shell_cfg.get("timeoutMs", 15000)
-            timeout_s = timeout / 1000 if isinstance(timeout, int) and timeout > 0 else 15.0
-            shell, warning = read_shell_env(merged, missing, timeout_s)
+            shell, warning = read_shell_env(merged, missing, shell_cfg.timeout_ms / 1000)
             layers.append(shell)
             if warning:
                 warnings.append(warning)
     env = merge_layers(layers)
-    data = substitute_vars({k: v for k, v in raw.items() if k != "env"}, env, file)
+    data = substitute_vars({k: v for k, v in raw.items() if k != "env"}, env, file, text=text)
     if "env" in raw:
-        data["env"] = raw["env"] | {"vars": config_vars}
+        data["env"] = env_raw
     config = validate_config(data, file, text)
 
-    hf_token, token_source = resolve_hf_token(config, env, paths.home)
-    gw_raw = clean_token(env.get("CODERCLAW_GATEWAY_TOKEN")) or clean_token(
-        config.gateway.auth.token
-    )
-    gateway_token = Secret(_check_token(gw_raw, "gateway token")) if gw_raw else None
+    hf_token, token_source = resolve_hf_token(config, env, paths.home, config_file=file)
+    gw_env = clean_token(env.get("CODERCLAW_GATEWAY_TOKEN"))
+    gw_raw = gw_env or clean_token(config.gateway.auth.token)
+    gateway_token = None
+    if gw_raw:
+        _check_token(
+            gw_raw,
+            "the gateway token" + (" in CODERCLAW_GATEWAY_TOKEN" if gw_env else ""),
+            "use printable ASCII without spaces for the gateway token",
+            file=None if gw_env else file,
+            path=None if gw_env else "gateway.auth.token",
+        )
+        gateway_token = Secret(gw_raw)
 
     final_port = port if port is not None else _env_port(env) or config.gateway.port
     bind_mode = bind or config.gateway.bind
@@ -267,7 +328,7 @@ def load_settings(
         port=final_port,
         host=final_host,
         chain=chain_of(config),
-        aliases=MappingProxyType(build_alias_map(aliases_of(config))),
+        aliases=build_alias_map(aliases_of(config)),
         config_exists=text is not None,
         warnings=tuple(warnings),
     )
