@@ -1,0 +1,54 @@
+"""``coderclaw gateway``: run in the foreground (``gateway run``), plus the service commands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.group(invoke_without_command=True)
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (wins over the config).")
+@click.option(
+    "--bind", type=click.Choice(["loopback", "lan", "custom"]), help="Interface to listen on."
+)
+@click.option("--host", help="Address to listen on (with --bind custom).")
+@click.pass_context
+def gateway(ctx: click.Context, port: int | None, bind: str | None, host: str | None) -> None:
+    """Run the gateway in the foreground (same as `gateway run`), or manage its service."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(port=port, bind=bind, host=host)
+    if ctx.invoked_subcommand is None:
+        _run(port, bind, host)
+
+
+@gateway.command("run")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (wins over the config).")
+@click.option(
+    "--bind", type=click.Choice(["loopback", "lan", "custom"]), help="Interface to listen on."
+)
+@click.option("--host", help="Address to listen on (with --bind custom).")
+@click.pass_context
+def gateway_run(ctx: click.Context, port: int | None, bind: str | None, host: str | None) -> None:
+    """Run the gateway in the foreground until SIGTERM/SIGINT."""
+    parent = ctx.obj or {}
+    _run(port or parent.get("port"), bind or parent.get("bind"), host or parent.get("host"))
+
+
+def _run(port: int | None, bind: str | None, host: str | None) -> None:
+    from gateway.service.daemon import Overrides, run_gateway
+
+    if host and not bind:
+        bind = "custom"
+    sys.exit(run_gateway(Overrides(port=port, bind=bind, host=host)))
+
+
+def register(main: click.Group) -> None:
+    try:
+        from gateway.cli.service_cmd import add_service_commands
+    except ModuleNotFoundError as exc:
+        if exc.name != "gateway.cli.service_cmd":
+            raise
+    else:
+        add_service_commands(gateway)
+    main.add_command(gateway)

@@ -1,0 +1,503 @@
+"""One chat completion through the chain: attempts, retries, failover, honest streaming.
+
+The decisions are ``routing``'s; this module does the I/O. A stream is committed to the client
+only when the first upstream chunk has arrived, so every failure before it fails over
+invisibly; a failure after it ends the client's stream with an SSE error event and no
+``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway import wire
+from gateway.errors import UpstreamError
+from gateway.metrics import Metrics
+from gateway.observe import get_logger
+from gateway.refs import ModelRef
+from gateway.routing import (
+    Action,
+    Cooldowns,
+    Failure,
+    classify,
+    decide,
+    parse_retry_after,
+    plan_chain,
+)
+from gateway.settings import Settings
+from gateway.upstream import Upstream, UpstreamFailure
+
+log = get_logger("gateway.proxy")
+
+SSE_DONE = b"data: [DONE]\n\n"
+MAX_ERROR_BODY = 64 * 1024
+
+ACCOUNT_MESSAGES = {
+    401: (
+        "Hugging Face rejected the token: run `coderclaw onboard` to set a valid one",
+        "invalid_api_key",
+    ),
+    402: (
+        "Hugging Face credits exhausted: buy pre-paid credits or subscribe to PRO at "
+        "https://huggingface.co/settings/billing, then retry",
+        "insufficient_quota",
+    ),
+    403: (
+        "the Hugging Face token may not call Inference Providers: create a fine-grained token "
+        "with 'Make calls to Inference Providers' and run `coderclaw onboard`",
+        "permission_denied",
+    ),
+}
+
+
+@dataclass(slots=True)
+class AttemptLog:
+    ref: ModelRef
+    status: int | None
+    failure: Failure | None
+    ms: float
+
+    @property
+    def label(self) -> str:
+        outcome = self.failure.value if self.failure else str(self.status)
+        return f"{self.ref}={outcome}"
+
+
+@dataclass(slots=True)
+class ChatContext:
+    """Everything one request carries through its attempts."""
+
+    request: web.Request
+    request_id: str
+    settings: Settings
+    body: dict[str, Any]
+    stream: bool
+    chain: list[ModelRef]
+    started: float = field(default_factory=time.monotonic)
+    attempts: list[AttemptLog] = field(default_factory=list)
+    served: ModelRef | None = None
+    ttfb: float | None = None
+    usage: Any = None
+    outcome: str = "error"
+
+    def attempts_header(self) -> str:
+        return ",".join(a.label for a in self.attempts)
+
+    def base_headers(self) -> dict[str, str]:
+        headers = {"x-request-id": self.request_id}
+        if self.attempts:
+            headers["x-coderclaw-attempts"] = self.attempts_header()
+        if self.served is not None:
+            headers["x-coderclaw-model"] = str(self.served)
+        return headers
+
+
+@dataclass(slots=True)
+class _Failed:
+    """An attempt that produced no answer for the client (yet)."""
+
+    status: int | None
+    failure: Failure | None
+    message: str
+    code: str | None = None
+    type_: str | None = None
+    retry_after: float | None = None
+    body: bytes = b""
+
+
+class ChatProxy:
+    def __init__(self, upstream: Upstream, cooldowns: Cooldowns, metrics: Metrics) -> None:
+        self.upstream = upstream
+        self.cooldowns = cooldowns
+        self.metrics = metrics
+        self.draining = False  # set at shutdown: streams cut then end with an SSE error
+
+    async def complete(self, ctx: ChatContext) -> web.StreamResponse:
+        try:
+            return await self._run_chain(ctx)
+        finally:
+            self._log(ctx)
+
+    async def _run_chain(self, ctx: ChatContext) -> web.StreamResponse:
+        settings = ctx.settings
+        gw = settings.config.gateway
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + gw.timeouts.total_seconds
+        last: _Failed | None = None
+        plan = plan_chain(ctx.chain, self.cooldowns, time.monotonic())
+        for ref in plan:
+            tries = 0
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return self._exhausted(ctx, last, budget_spent=True)
+                tries += 1
+                t0 = loop.time()
+                result = await self._attempt(ctx, ref, remaining)
+                elapsed = loop.time() - t0
+                self.metrics.upstream_latency.observe(elapsed)
+                if isinstance(result, web.StreamResponse):
+                    self.cooldowns.succeed(ref)
+                    if ref != plan[0] or tries > 1:
+                        self.metrics.fallbacks.inc()
+                    return result
+                ctx.attempts.append(AttemptLog(ref, result.status, result.failure, elapsed * 1e3))
+                self.metrics.attempts.labels(
+                    str(ref), result.failure.value if result.failure else str(result.status)
+                ).inc()
+                last = result
+                verdict = classify(result.status, code=result.code, failure=result.failure)
+                decision = decide(
+                    verdict,
+                    attempts_on_model=tries,
+                    retries=gw.retries,
+                    retry_after=result.retry_after,
+                    max_retry_wait=gw.max_retry_wait_seconds,
+                )
+                if decision.action is Action.RETURN:
+                    return self._error_response(ctx, result, result.status or 502)
+                if decision.action is Action.STOP:
+                    return self._account_error(ctx, result)
+                if decision.action is Action.RETRY:
+                    wait = min(decision.wait, deadline - loop.time())
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    continue
+                self.cooldowns.fail(ref, time.monotonic(), result.retry_after)
+                break
+        return self._exhausted(ctx, last, budget_spent=False)
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    async def _attempt(
+        self, ctx: ChatContext, ref: ModelRef, remaining: float
+    ) -> web.StreamResponse | _Failed:
+        timeouts = ctx.settings.config.gateway.timeouts
+        body = dict(ctx.body)
+        body["model"] = ref.upstream_id
+        payload = wire.dumps(body)
+        first_deadline = asyncio.get_running_loop().time() + min(
+            timeouts.first_token_seconds, remaining
+        )
+        try:
+            async with self.upstream.post_chat(
+                ctx.settings, payload, stream=ctx.stream, client_headers=ctx.request.headers
+            ) as resp:
+                if resp.status != 200:
+                    async with asyncio.timeout_at(first_deadline):
+                        raw = await resp.content.read(MAX_ERROR_BODY)
+                    message, type_, code = wire.parse_upstream_error(resp.status, raw)
+                    return _Failed(
+                        resp.status,
+                        None,
+                        message,
+                        code,
+                        type_,
+                        parse_retry_after(resp.headers.get("Retry-After")),
+                        raw,
+                    )
+                if ctx.stream:
+                    return await self._relay_stream(ctx, ref, resp, first_deadline, remaining)
+                async with asyncio.timeout_at(
+                    first_deadline + min(timeouts.idle_seconds, remaining)
+                ):
+                    raw = await resp.read()
+                return self._finish_plain(ctx, ref, resp, raw)
+        except UpstreamFailure as exc:
+            return _Failed(None, exc.failure, exc.message)
+        except TimeoutError:
+            return _Failed(None, Failure.TIMEOUT, "no answer before the first-token timeout")
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            return _Failed(None, Failure.RESET, f"connection failed: {type(exc).__name__}")
+
+    def _finish_plain(
+        self, ctx: ChatContext, ref: ModelRef, resp: aiohttp.ClientResponse, raw: bytes
+    ) -> web.StreamResponse | _Failed:
+        try:
+            data = wire.loads(raw)
+        except ValueError:
+            return _Failed(502, None, "the router sent a body that is not JSON")
+        if not isinstance(data, dict):
+            return _Failed(502, None, "the router sent a JSON body that is not an object")
+        if "error" in data and "choices" not in data:
+            message, type_, code = wire.parse_upstream_error(502, raw)
+            return _Failed(502, None, message, code, type_)
+        data["model"] = str(ref)
+        ctx.served = ref
+        ctx.usage = data.get("usage")
+        ctx.outcome = "ok"
+        ctx.ttfb = time.monotonic() - ctx.started
+        ctx.attempts.append(AttemptLog(ref, 200, None, (time.monotonic() - ctx.started) * 1e3))
+        self.metrics.attempts.labels(str(ref), "200").inc()
+        headers = ctx.base_headers()
+        provider = resp.headers.get("x-inference-provider")
+        if provider:
+            headers["x-inference-provider"] = provider
+        return web.Response(body=wire.dumps(data), headers=headers, content_type="application/json")
+
+    async def _relay_stream(
+        self,
+        ctx: ChatContext,
+        ref: ModelRef,
+        resp: aiohttp.ClientResponse,
+        first_deadline: float,
+        remaining: float,
+    ) -> web.StreamResponse | _Failed:
+        """Relay SSE events; commit on the first chunk; end honestly whatever happens."""
+        idle = ctx.settings.config.gateway.timeouts.idle_seconds
+        loop = asyncio.get_running_loop()
+        total_deadline = loop.time() + remaining
+        parser = wire.SSEParser()
+        ref_name = str(ref)
+        out: web.StreamResponse | None = None
+        finished = False
+        batch: list[bytes] = []
+        try:
+            async with asyncio.timeout_at(first_deadline) as timer:
+                upstream_ended = False
+                while not upstream_ended:
+                    chunk = await resp.content.readany()
+                    if not chunk:
+                        break
+                    for data in parser.feed(chunk):
+                        if data.startswith(b"[DONE]"):
+                            upstream_ended = True
+                            break
+                        event = self._rewrite_event(ctx, data, ref_name)
+                        if isinstance(event, dict):  # an upstream error event
+                            if out is None:
+                                message, type_, code = wire.parse_upstream_error(502, data)
+                                return _Failed(502, None, message, code, type_)
+                            await self._send_error(out, event, ctx)
+                            return out
+                        if event is not None:
+                            batch.append(event[0])
+                            finished = finished or event[1]
+                    if batch:
+                        if out is None:
+                            out = await self._commit(ctx, ref, resp)
+                        await _write(out, b"".join(batch))
+                        batch.clear()
+                    timer.reschedule(min(loop.time() + idle, total_deadline))
+        except _ClientGone:
+            ctx.outcome = "client_closed"
+            assert out is not None
+            return out
+        except asyncio.CancelledError:
+            if out is not None and self.draining:
+                await self._send_error(
+                    out, _stream_error("the gateway is shutting down; retry the request"), ctx
+                )
+            raise
+        except TimeoutError:
+            if out is None:
+                return _Failed(None, Failure.TIMEOUT, "no chunk before the first-token timeout")
+            await self._send_error(
+                out, _stream_error("the upstream stream stalled past the idle timeout"), ctx
+            )
+            return out
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            if out is None:
+                return _Failed(None, Failure.RESET, f"connection failed: {type(exc).__name__}")
+            await self._send_error(
+                out, _stream_error("the upstream connection dropped mid-stream"), ctx
+            )
+            return out
+        if out is None:
+            return _Failed(502, None, "the upstream stream ended before the first chunk")
+        if not finished:
+            await self._send_error(
+                out, _stream_error("the upstream stream ended without a finish_reason"), ctx
+            )
+            return out
+        try:
+            await _write(out, SSE_DONE)
+            await out.write_eof()
+        except _ClientGone:
+            ctx.outcome = "client_closed"
+            return out
+        ctx.outcome = "ok"
+        return out
+
+    def _rewrite_event(
+        self, ctx: ChatContext, data: bytes, ref_name: str
+    ) -> tuple[bytes, bool] | dict[str, Any] | None:
+        """The event to send and whether it carries a finish_reason; an error payload for an
+        upstream error event; None for an event to drop (not JSON)."""
+        try:
+            obj = wire.loads(data)
+        except ValueError:
+            log.warning("upstream_event_not_json", request_id=ctx.request_id, size=len(data))
+            return None
+        if not isinstance(obj, dict):
+            log.warning("upstream_event_not_object", request_id=ctx.request_id)
+            return None
+        if obj.get("error"):
+            err = obj["error"]
+            message = err.get("message") if isinstance(err, dict) else err
+            return _stream_error(f"upstream error mid-stream: {message}")
+        obj["model"] = ref_name
+        finished = False
+        choices = obj.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    finished = True
+        if obj.get("usage"):
+            ctx.usage = obj["usage"]
+        return b"data: " + wire.dumps(obj) + b"\n\n", finished
+
+    async def _commit(
+        self, ctx: ChatContext, ref: ModelRef, resp: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        ctx.served = ref
+        ctx.attempts.append(AttemptLog(ref, 200, None, (time.monotonic() - ctx.started) * 1e3))
+        self.metrics.attempts.labels(str(ref), "200").inc()
+        headers = ctx.base_headers()
+        headers["Content-Type"] = "text/event-stream"
+        headers["Cache-Control"] = "no-cache"
+        provider = resp.headers.get("x-inference-provider")
+        if provider:
+            headers["x-inference-provider"] = provider
+        out = web.StreamResponse(status=200, headers=headers)
+        await out.prepare(ctx.request)
+        ctx.ttfb = time.monotonic() - ctx.started
+        self.metrics.ttfb.observe(ctx.ttfb)
+        return out
+
+    async def _send_error(
+        self, out: web.StreamResponse, payload: dict[str, Any], ctx: ChatContext
+    ) -> None:
+        ctx.outcome = "stream_failed"
+        log.warning(
+            "stream_failed",
+            request_id=ctx.request_id,
+            model=str(ctx.served),
+            error=payload["error"]["message"],
+        )
+        try:
+            await _write(out, b"data: " + wire.dumps(payload) + b"\n\n")
+            await out.write_eof()
+        except (_ClientGone, ConnectionError, RuntimeError):
+            ctx.outcome = "client_closed"
+
+    # -- answers when no model served --------------------------------------------------------
+
+    def _json_error(
+        self,
+        ctx: ChatContext,
+        status: int,
+        payload: dict[str, Any],
+        extra: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        headers = ctx.base_headers()
+        if extra:
+            headers.update(extra)
+        return web.Response(
+            status=status,
+            body=wire.dumps(payload),
+            headers=headers,
+            content_type="application/json",
+        )
+
+    def _error_response(self, ctx: ChatContext, failed: _Failed, status: int) -> web.Response:
+        ctx.outcome = f"client_error_{status}"
+        type_ = failed.type_ or "invalid_request_error"
+        payload = wire.error_payload(failed.message, type_, failed.code)
+        if failed.body:
+            try:
+                data = wire.loads(failed.body)
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and isinstance(data.get("error"), dict):
+                payload["error"] = {**payload["error"], **data["error"]}
+        return self._json_error(ctx, status, payload)
+
+    def _account_error(self, ctx: ChatContext, failed: _Failed) -> web.Response:
+        status = failed.status or 401
+        message, code = ACCOUNT_MESSAGES.get(status, ACCOUNT_MESSAGES[401])
+        ctx.outcome = f"account_{status}"
+        text = f"{message} (Hugging Face said: {failed.message})"
+        return self._json_error(ctx, status, wire.error_payload(text, "authentication_error", code))
+
+    def _exhausted(
+        self, ctx: ChatContext, last: _Failed | None, *, budget_spent: bool
+    ) -> web.Response:
+        tried = ", ".join(a.label for a in ctx.attempts) or "none"
+        detail = f"; last error: {last.message}" if last else ""
+        statuses = [a.status for a in ctx.attempts]
+        failures = [a.failure for a in ctx.attempts]
+        extra: dict[str, str] = {}
+        if ctx.attempts and all(s == 429 for s in statuses):
+            status, code = 429, "rate_limited"
+            now = time.monotonic()
+            end = self.cooldowns.soonest_end(ctx.chain, now)
+            extra["Retry-After"] = str(max(1, math.ceil((end or now + 1) - now)))
+            lead = "every model is rate limited"
+        elif budget_spent or (ctx.attempts and all(f is Failure.TIMEOUT for f in failures)):
+            status, code = 504, "upstream_timeout"
+            lead = "the time budget was used up" if budget_spent else "every model timed out"
+        elif ctx.attempts and all(s == 503 for s in statuses):
+            status, code = 503, "upstream_unavailable"
+            lead = "every model is unavailable"
+        else:
+            status, code = 502, "upstream_failed"
+            lead = "every model failed"
+        ctx.outcome = f"failed_{status}"
+        message = f"{lead} (attempts: {tried}){detail}"
+        type_ = "rate_limit_error" if status == 429 else "upstream_error"
+        return self._json_error(ctx, status, wire.error_payload(message, type_, code), extra)
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def _log(self, ctx: ChatContext) -> None:
+        total = time.monotonic() - ctx.started
+        served = str(ctx.served) if ctx.served else None
+        self.metrics.requests.labels(served or "none", ctx.outcome).inc()
+        usage = ctx.usage if isinstance(ctx.usage, dict) else {}
+        log.info(
+            "chat_completion",
+            request_id=ctx.request_id,
+            requested=ctx.body.get("model"),
+            served=served,
+            stream=ctx.stream,
+            outcome=ctx.outcome,
+            attempts=[
+                {
+                    "model": str(a.ref),
+                    "status": a.failure.value if a.failure else a.status,
+                    "ms": round(a.ms, 1),
+                }
+                for a in ctx.attempts
+            ],
+            ttfb_ms=round(ctx.ttfb * 1e3, 1) if ctx.ttfb is not None else None,
+            total_ms=round(total * 1e3, 1),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while we were writing to it."""
+
+
+async def _write(out: web.StreamResponse, data: bytes) -> None:
+    try:
+        await out.write(data)
+    except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
+        raise _ClientGone from exc
+
+
+def _stream_error(message: str) -> dict[str, Any]:
+    return wire.error_payload(message, "upstream_error", "stream_interrupted")
+
+
+__all__ = ["ChatContext", "ChatProxy", "UpstreamError"]

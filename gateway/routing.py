@@ -1,0 +1,175 @@
+"""Failover decisions (pure): classify one attempt's outcome, decide what comes next, and keep
+per-model cooldowns. The clock and the randomness are passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from gateway.refs import ModelRef
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+MODEL_GONE_STATUSES = frozenset({404, 410})
+MODEL_GONE_CODES = frozenset({"model_not_supported", "model_not_found", "context_length_exceeded"})
+ACCOUNT_STATUSES = frozenset({401, 402, 403})
+
+COOLDOWN_BASE_S = 10.0
+COOLDOWN_MAX_S = 60.0
+BACKOFF_BASE_S = 0.5
+
+
+class Verdict(enum.Enum):
+    """What one attempt's outcome means for the chain."""
+
+    OK = "ok"
+    RETRYABLE = "retryable"  # same model again (within retries), then the next
+    SILENT = "silent"  # a model that said nothing in time: next model at once, never twice
+    MODEL_UNAVAILABLE = "model_unavailable"  # next model at once
+    CLIENT_ERROR = "client_error"  # the request itself is wrong: back to the client as is
+    ACCOUNT = "account"  # the shared token is refused: stop the chain
+
+
+class Failure(enum.Enum):
+    """An attempt that ended without an HTTP status."""
+
+    TIMEOUT = "timeout"  # connect, first-token or idle timeout before the first chunk
+    RESET = "reset"  # connection reset or refused before any byte
+
+
+def classify(
+    status: int | None, *, code: str | None = None, failure: Failure | None = None
+) -> Verdict:
+    """The verdict for an attempt that ended with ``status`` (or ``failure`` when none came)."""
+    if failure is Failure.TIMEOUT:
+        return Verdict.SILENT
+    if failure is Failure.RESET or status is None:
+        return Verdict.RETRYABLE
+    if 200 <= status < 300:
+        return Verdict.OK
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return Verdict.RETRYABLE
+    if status == 408:
+        return Verdict.SILENT
+    if status in ACCOUNT_STATUSES:
+        return Verdict.ACCOUNT
+    if status in MODEL_GONE_STATUSES or (status == 400 and code in MODEL_GONE_CODES):
+        return Verdict.MODEL_UNAVAILABLE
+    return Verdict.CLIENT_ERROR
+
+
+class Action(enum.Enum):
+    DONE = "done"
+    RETRY = "retry"  # the same model again after ``wait``
+    NEXT = "next"  # the next model in the chain
+    RETURN = "return"  # give this answer to the client
+    STOP = "stop"  # stop the chain with an account-wide error
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    wait: float = 0.0
+
+
+def backoff_seconds(retry_number: int, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff from 0.5 s with jitter in (0.75, 1]: retry 1 → ~0.5 s, 2 → ~1 s …"""
+    return BACKOFF_BASE_S * 2.0 ** (retry_number - 1) * (0.75 + 0.25 * rand())
+
+
+def decide(
+    verdict: Verdict,
+    *,
+    attempts_on_model: int,
+    retries: int,
+    retry_after: float | None,
+    max_retry_wait: float,
+    rand: Callable[[], float] = random.random,
+) -> Decision:
+    """What to do after an attempt; ``attempts_on_model`` counts the one that just ended."""
+    if verdict is Verdict.OK:
+        return Decision(Action.DONE)
+    if verdict is Verdict.CLIENT_ERROR:
+        return Decision(Action.RETURN)
+    if verdict is Verdict.ACCOUNT:
+        return Decision(Action.STOP)
+    if verdict is not Verdict.RETRYABLE or attempts_on_model > retries:
+        return Decision(Action.NEXT)
+    if retry_after is not None:
+        if retry_after > max_retry_wait:
+            return Decision(Action.NEXT)
+        return Decision(Action.RETRY, max(retry_after, 0.0))
+    return Decision(Action.RETRY, backoff_seconds(attempts_on_model, rand))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds only; HTTP dates are ignored)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 86_400 else None
+
+
+def cooldown_seconds(consecutive_failures: int, retry_after: float | None = None) -> float:
+    """10 s, doubling per consecutive failure up to 60 s; a longer Retry-After wins."""
+    base = min(COOLDOWN_BASE_S * 2.0 ** max(consecutive_failures - 1, 0), COOLDOWN_MAX_S)
+    return max(base, retry_after or 0.0)
+
+
+@dataclass(slots=True)
+class _Cooling:
+    until: float
+    failures: int
+
+
+class Cooldowns:
+    """Per-ref cooldowns; ``now`` is always passed in (monotonic seconds)."""
+
+    def __init__(self) -> None:
+        self._state: dict[ModelRef, _Cooling] = {}
+
+    def fail(self, ref: ModelRef, now: float, retry_after: float | None = None) -> float:
+        """Record that ``ref`` used up its attempts; returns when its cooldown ends."""
+        prev = self._state.get(ref)
+        failures = prev.failures + 1 if prev else 1
+        until = now + cooldown_seconds(failures, retry_after)
+        self._state[ref] = _Cooling(until, failures)
+        return until
+
+    def succeed(self, ref: ModelRef) -> None:
+        self._state.pop(ref, None)
+
+    def cooling_until(self, ref: ModelRef, now: float) -> float | None:
+        state = self._state.get(ref)
+        return state.until if state and state.until > now else None
+
+    def cooling(self, now: float) -> list[ModelRef]:
+        return [ref for ref, s in self._state.items() if s.until > now]
+
+    def soonest_end(self, refs: Iterable[ModelRef], now: float) -> float | None:
+        ends = [u for u in (self.cooling_until(r, now) for r in refs) if u is not None]
+        return min(ends) if ends else None
+
+
+def plan_chain(chain: Sequence[ModelRef], cooldowns: Cooldowns, now: float) -> list[ModelRef]:
+    """The models to try, in order: those not cooling; if all are cooling, the one that ends
+    first."""
+    ready = [ref for ref in chain if cooldowns.cooling_until(ref, now) is None]
+    if ready:
+        return ready
+    return [min(chain, key=lambda ref: cooldowns.cooling_until(ref, now) or now)][:1]
+
+
+def request_chain(requested: ModelRef | None, configured: Sequence[ModelRef]) -> list[ModelRef]:
+    """The chain for one request: the requested model first, then the configured fallbacks.
+
+    ``requested`` None means the configured chain as it is (primary, then fallbacks).
+    """
+    if requested is None:
+        return list(configured)
+    return [requested, *(ref for ref in configured[1:] if ref != requested)]

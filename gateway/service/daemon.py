@@ -1,0 +1,211 @@
+"""The foreground gateway process: listen, notify systemd, drain on SIGTERM, reload on SIGHUP.
+
+Lifecycle:
+    load settings (ConfigError → exit 78)  →  listen  →  READY=1
+    SIGHUP or an edit of the config file   →  reload (invalid: logged, the old config stays)
+    SIGTERM / SIGINT                       →  STOPPING=1, stop accepting, let requests and
+                                              streams finish for gateway.drainSeconds, then
+                                              cut what is left (streams get an SSE error)
+    a second SIGINT                        →  exit at once
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.errors import ConfigError, GatewayError
+from gateway.observe import get_logger, setup_logging
+from gateway.server import STATE, GatewayState, make_app
+from gateway.service.notify import Notifier
+from gateway.settings import Settings, load_settings
+
+log = get_logger("gateway.daemon")
+
+CONFIG_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line values that win over the config (and survive reloads)."""
+
+    port: int | None = None
+    bind: str | None = None
+    host: str | None = None
+
+    def load(self) -> Settings:
+        settings = load_settings(port=self.port, bind=self.bind, host=self.host)
+        check_bind_safety(settings)
+        return settings
+
+
+def check_bind_safety(settings: Settings) -> None:
+    if not settings.is_loopback and settings.gateway_token is None:
+        raise ConfigError(
+            f"refusing to listen on {settings.host} without a gateway token",
+            hint="set gateway.auth.token in the config or CODERCLAW_GATEWAY_TOKEN in "
+            f"{settings.paths.env_file}, or bind to loopback",
+        )
+
+
+def run_gateway(overrides: Overrides) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status."""
+    settings = overrides.load()
+    cfg = settings.config.logging
+    setup_logging(cfg.level, cfg.format, settings.secrets())
+    for warning in settings.warnings:
+        log.warning("settings_warning", detail=warning)
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(Daemon(settings, overrides).serve())
+
+
+class Daemon:
+    def __init__(self, settings: Settings, overrides: Overrides) -> None:
+        self.overrides = overrides
+        self.notifier = Notifier(settings.env)
+        self.app = make_app(settings)
+        self.state: GatewayState = self.app[STATE]
+        self.stop = asyncio.Event()
+        self._sigint_count = 0
+        self._config_mtime = _mtime(settings.paths.config)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def serve(self) -> int:
+        settings = self.state.settings
+        drain = settings.config.gateway.drain_seconds
+        runner = web.AppRunner(
+            self.app,
+            handler_cancellation=True,
+            shutdown_timeout=drain,
+            access_log=None,
+            handle_signals=False,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                raise GatewayError(
+                    f"port {settings.port} on {settings.host} is already in use",
+                    hint="stop the other process (is the gateway already running? "
+                    "`coderclaw gateway status`) or pass --port",
+                ) from None
+            raise GatewayError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+        url = f"http://{settings.host}:{settings.port}/v1"
+        log.info(
+            "gateway_listening",
+            url=url,
+            primary=str(settings.chain[0]),
+            fallbacks=[str(r) for r in settings.chain[1:]],
+            token=settings.token_source is not None,
+        )
+        self.notifier.ready(f"serving {url}")
+        self._install_signals()
+        self._tasks.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+        if self.notifier.watchdog_interval:
+            self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+        await self.stop.wait()
+
+        self.notifier.stopping()
+        log.info("gateway_draining", grace_s=drain, streams=self.state.open_streams)
+        self.state.draining = True
+        if self.state.proxy is not None:
+            self.state.proxy.draining = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runner.cleanup()
+        self._restore_signals()
+        log.info("gateway_stopped")
+        return 0
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+
+    def _restore_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    def _on_sigint(self) -> None:
+        self._sigint_count += 1
+        if self._sigint_count > 1:
+            log.warning("gateway_exit_now", reason="second SIGINT")
+            os._exit(130)
+        self.stop.set()
+
+    # -- reload ------------------------------------------------------------------------------
+
+    def reload(self, reason: str) -> bool:
+        """Load the config again; apply it if valid. Returns whether it was applied."""
+        old = self.state.settings
+        self.notifier.reloading(time.monotonic_ns() // 1000)
+        try:
+            new = self.overrides.load()
+        except GatewayError as exc:
+            log.error("config_reload_failed", reason=reason, error=str(exc), kept="previous")
+            self.notifier.status("reload failed; serving the previous config")
+            return False
+        if (new.host, new.port) != (old.host, old.port):
+            log.warning(
+                "config_needs_restart",
+                setting="port/bind",
+                listening=f"{old.host}:{old.port}",
+                configured=f"{new.host}:{new.port}",
+            )
+        self.state.apply_settings(new)
+        log.info(
+            "config_reloaded",
+            reason=reason,
+            primary=str(new.chain[0]),
+            fallbacks=[str(r) for r in new.chain[1:]],
+        )
+        self.notifier.ready(f"serving http://{old.host}:{old.port}/v1 (reloaded)")
+        return True
+
+    async def _watch_config(self) -> None:
+        path = self.state.settings.paths.config
+        while True:
+            await asyncio.sleep(CONFIG_POLL_SECONDS)
+            mtime = _mtime(path)
+            if mtime != self._config_mtime:
+                self._config_mtime = mtime
+                self.reload("config file changed")
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval or 1.0
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+
+def _mtime(path: os.PathLike[str]) -> tuple[float, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)

@@ -1,0 +1,77 @@
+"""The router client: one ``aiohttp.ClientSession`` per app, with a pooled keep-alive connector.
+
+Only the configured router (and Hub) ever see the Hugging Face token; a client's own
+``Authorization`` header is never forwarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+
+import aiohttp
+
+from gateway import __version__
+from gateway.routing import Failure
+from gateway.settings import Settings
+
+USER_AGENT = f"coderclaw-gateway/{__version__}"
+# Client headers worth passing on: billing to an org is the user's explicit choice.
+FORWARDED_HEADERS = ("X-HF-Bill-To",)
+
+
+class UpstreamFailure(Exception):
+    """An attempt that failed before any HTTP status arrived."""
+
+    def __init__(self, failure: Failure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+
+
+def new_session() -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=0,  # no pool cap: the gateway's own concurrency is the limit
+        keepalive_timeout=30,
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=True,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+class Upstream:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    def post_chat(
+        self,
+        settings: Settings,
+        payload: bytes,
+        *,
+        stream: bool,
+        client_headers: Mapping[str, str],
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        token = settings.hf_token
+        if token is None:
+            raise UpstreamFailure(Failure.RESET, "no Hugging Face token")
+        headers = {
+            "Authorization": f"Bearer {token.reveal()}",
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        for name in FORWARDED_HEADERS:
+            value = client_headers.get(name)
+            if value:
+                headers[name] = value
+        hf = settings.config.hf
+        timeouts = settings.config.gateway.timeouts
+        return self.session.post(
+            hf.base_url.rstrip("/") + "/chat/completions",
+            data=payload,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_seconds),
+        )

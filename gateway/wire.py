@@ -1,0 +1,127 @@
+"""Wire formats (pure): JSON in and out, OpenAI-shaped error bodies, and SSE event splitting."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from typing import Any
+
+import orjson
+
+MAX_ERROR_TEXT = 500
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON; orjson first, the stdlib for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        if isinstance(data, bytes):
+            data = data.decode("utf-8")  # invalid UTF-8 raises ValueError here, as it should
+        return json.loads(data)
+
+
+def dumps(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def error_payload(
+    message: str, type_: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """The OpenAI error body: ``{"error": {message, type, param, code}}``."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def _text_of(body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
+    if "<" in text and ">" in text:
+        text = html.unescape(_TAG.sub(" ", text))
+    text = _SPACE.sub(" ", text).strip()
+    return text[:MAX_ERROR_TEXT] + ("…" if len(text) > MAX_ERROR_TEXT else "")
+
+
+def parse_upstream_error(status: int, body: bytes) -> tuple[str, str | None, str | None]:
+    """(message, type, code) of a router error body in any of its shapes.
+
+    Shapes: ``{"error": {...}}``, ``{"error": "text"}``, ``{"message": …}``/``{"detail": …}``,
+    HTML or plain text.
+    """
+    try:
+        data = loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            message = err.get("message")
+            code = err.get("code")
+            type_ = err.get("type")
+            return (
+                str(message) if message else f"upstream error {status}",
+                str(type_) if isinstance(type_, str) else None,
+                str(code) if isinstance(code, str) else None,
+            )
+        for key in ("error", "message", "detail"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                return value[:MAX_ERROR_TEXT], None, None
+    text = _text_of(body) if body else ""
+    return (text or f"upstream error {status}"), None, None
+
+
+class SSEParser:
+    """Incremental splitter of a ``text/event-stream`` body into event ``data`` payloads.
+
+    Accepts LF, CRLF and CR line ends; ignores comments and fields other than ``data``; joins
+    several ``data:`` lines with a newline, as the SSE standard and the openai SDK do.
+    """
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buf = self._buf + chunk
+        if b"\r" in buf:
+            # A lone CR at the end may be half of a CRLF: keep it for the next chunk.
+            keep = buf.endswith(b"\r")
+            buf = buf[:-1] if keep else buf
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if keep:
+                buf += b"\r"
+        events: list[bytes] = []
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            data = _event_data(buf[start:end])
+            if data is not None:
+                events.append(data)
+            start = end + 2
+        self._buf = buf[start:]
+        return events
+
+    def pending(self) -> bytes:
+        """What is left without a terminating blank line (an event cut off at body end)."""
+        return self._buf
+
+
+def _event_data(block: bytes) -> bytes | None:
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return block[6:]  # the common case: one data line
+    parts: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            parts.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(parts) if parts else None

@@ -1,0 +1,76 @@
+"""Run the real gateway app on 127.0.0.1 port 0 against a FakeRouter, configured by a real file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.server import STATE, GatewayState, make_app
+from gateway.settings import Settings, load_settings
+from tests.fake_router import FakeRouter
+
+TOKEN = "hf_testtokenABCDEFGHIJKLMNOP1234"
+
+
+def write_config(home: Path, router: FakeRouter, **gateway: Any) -> Path:
+    """A config file whose huggingface provider is the fake router."""
+    chain = gateway.pop("chain", ["huggingface/org/model-a", "huggingface/org/model-b"])
+    aliases = gateway.pop("aliases", {})
+    config = {
+        "agents": {
+            "defaults": {
+                "model": {"primary": chain[0], "fallbacks": chain[1:]},
+                "models": {ref: {"alias": alias} for alias, ref in aliases.items()},
+            }
+        },
+        "models": {
+            "providers": {
+                "huggingface": {
+                    "baseUrl": router.base_url,
+                    "hubUrl": router.url,
+                    "discovery": {"enabled": gateway.pop("discovery", False)},
+                }
+            }
+        },
+        "gateway": {
+            "timeouts": gateway.pop(
+                "timeouts",
+                {"connectSeconds": 2, "firstTokenSeconds": 2, "idleSeconds": 2,
+                 "totalSeconds": 30},
+            ),
+            **gateway,
+        },
+    }
+    state = home / ".coderclaw"
+    state.mkdir(exist_ok=True, mode=0o700)
+    path = state / "coderclaw.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+@asynccontextmanager
+async def run_gateway(
+    home: Path, router: FakeRouter, *, token: str | None = TOKEN, env: dict[str, str] | None = None,
+    **gateway: Any,
+) -> AsyncIterator[tuple[str, GatewayState]]:
+    """Yield (base URL ending in /v1, the app state) of a gateway serving on 127.0.0.1:0."""
+    write_config(home, router, **gateway)
+    environ = {"HOME": str(home), **(env or {})}
+    if token:
+        environ["HF_TOKEN"] = token
+    settings: Settings = load_settings(environ)
+    app = make_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/v1", app[STATE]
+    finally:
+        await runner.cleanup()
