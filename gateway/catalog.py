@@ -10,6 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from gateway.errors import RefError
+from gateway.refs import parse_ref
+
 Source = Literal["builtin", "discovered", "builtin+discovered"]
 
 
@@ -147,12 +150,21 @@ def parse_models_payload(payload: Any) -> list[CatalogEntry]:
         if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
             continue
         model_id = item["id"].strip()
-        if model_id.count("/") != 1 or model_id in entries:
+        if model_id in entries or not _is_hub_id(model_id):
             continue
         raw_offers: list[Any] = item["providers"] if isinstance(item.get("providers"), list) else []
         offers = tuple(o for o in map(_offer, raw_offers) if o is not None)
         entries[model_id] = _entry_from_offers(model_id, offers)
     return list(entries.values())
+
+
+def _is_hub_id(model_id: str) -> bool:
+    """``org/name`` that the gateway can turn into a ref (no suffix, no other provider)."""
+    try:
+        ref = parse_ref(model_id)
+    except RefError:
+        return False
+    return ref.suffix is None and ref.model_id == model_id
 
 
 def merge_catalog(
@@ -191,15 +203,58 @@ def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
 
 
 def catalog_from_json(data: Any) -> list[CatalogEntry]:
-    """Discovered entries back from the cache file; raises ``CatalogFormatError`` if damaged."""
+    """Discovered entries back from the cache file; raises ``CatalogFormatError`` if damaged.
+
+    ``data`` is not modified.
+    """
     if not isinstance(data, Mapping) or data.get("version") != 1:
         raise CatalogFormatError("not a version 1 catalog cache")
-    out: list[CatalogEntry] = []
+    models = data.get("models")
+    if not isinstance(models, list):
+        raise CatalogFormatError("damaged catalog cache: 'models' is not a list")
+    return [_entry_from_cache(raw) for raw in models]
+
+
+_ENTRY_NUMBERS = ("context_window", "max_output", "cost_input", "cost_output")
+_OFFER_NUMBERS = ("context_length", "price_input", "price_output", "throughput")
+
+
+def _entry_from_cache(raw: Any) -> CatalogEntry:
+    if not isinstance(raw, Mapping):
+        raise CatalogFormatError("damaged catalog cache: an entry is not an object")
+    fields = dict(raw)
+    offers_raw = fields.pop("providers", [])
+    fields["source"] = "discovered"
     try:
-        for raw in data["models"]:
-            offers = tuple(ProviderOffer(**p) for p in raw.pop("providers", ()))
-            raw["source"] = "discovered"
-            out.append(CatalogEntry(**raw, providers=offers))
-    except (TypeError, KeyError) as exc:
-        raise CatalogFormatError(f"damaged catalog cache: {exc}") from exc
-    return out
+        if not isinstance(offers_raw, list) or not all(isinstance(o, Mapping) for o in offers_raw):
+            raise TypeError("'providers' is not a list of objects")
+        offers = tuple(ProviderOffer(**o) for o in offers_raw)
+        entry = CatalogEntry(**fields, providers=offers)
+        _check_entry(entry)
+    except TypeError as exc:
+        raise CatalogFormatError(f"damaged catalog cache: {exc}") from None
+    return entry
+
+
+def _check_entry(entry: CatalogEntry) -> None:
+    """Types a JSON file may have got wrong; raises ``TypeError`` naming the field."""
+
+    def number(owner: object, name: str, whole: bool) -> None:
+        value = getattr(owner, name)
+        kinds = (int,) if whole else (int, float)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise TypeError(f"{name} of {entry.model_id!r} is not a number")
+
+    if not isinstance(entry.model_id, str) or not _is_hub_id(entry.model_id):
+        raise TypeError(f"model id {entry.model_id!r} is not org/name")
+    if entry.name is not None and not isinstance(entry.name, str):
+        raise TypeError(f"name of {entry.model_id!r} is not a string")
+    if not isinstance(entry.reasoning, bool):
+        raise TypeError(f"reasoning of {entry.model_id!r} is not true/false")
+    for name in _ENTRY_NUMBERS:
+        number(entry, name, name in ("context_window", "max_output"))
+    for offer in entry.providers:
+        if not isinstance(offer.provider, str) or not isinstance(offer.status, str):
+            raise TypeError(f"a provider of {entry.model_id!r} has no provider/status string")
+        for name in _OFFER_NUMBERS:
+            number(offer, name, name == "context_length")

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -33,7 +33,18 @@ from gateway.observe import get_logger
 from gateway.secret import Secret
 from gateway.store import atomic_write
 
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
 log = get_logger("gateway.discovery")
+_AUTH_HINT = "Hugging Face rejected the token: run `coderclaw onboard` to set a valid one"
+_REACH_HINT = "check models.providers.huggingface.baseUrl and the network"
+
+
+def _status_hint(status: int, has_token: bool) -> str:
+    if status in (401, 403):
+        return _AUTH_HINT if has_token else "set HF_TOKEN or run `coderclaw onboard`"
+    return _REACH_HINT
 
 
 async def fetch_models(
@@ -51,19 +62,25 @@ async def fetch_models(
         ) as resp:
             if resp.status != 200:
                 raise UpstreamError(
-                    f"the router answered {resp.status} to GET {url}", status=resp.status
+                    f"the router answered {resp.status} to GET {url}",
+                    status=resp.status,
+                    hint=_status_hint(resp.status, token is not None),
                 )
             body = await resp.read()
     except TimeoutError:
-        raise UpstreamError(f"GET {url} timed out after {timeout_s:g}s") from None
+        raise UpstreamError(
+            f"GET {url} timed out after {timeout_s:g}s",
+            hint="raise models.providers.huggingface.discovery.timeoutSeconds or "
+            + _REACH_HINT,
+        ) from None
     except aiohttp.ClientError as exc:
-        raise UpstreamError(f"GET {url} failed: {type(exc).__name__}") from None
+        raise UpstreamError(f"GET {url} failed: {type(exc).__name__}", hint=_REACH_HINT) from None
     try:
         entries = parse_models_payload(json.loads(body))
     except (ValueError, CatalogFormatError) as exc:
-        raise UpstreamError(f"GET {url} returned an unusable body: {exc}") from None
+        raise UpstreamError(f"GET {url} returned an unusable body: {exc}", status=200) from None
     if not entries:
-        raise UpstreamError(f"GET {url} returned an empty model list")
+        raise UpstreamError(f"GET {url} returned an empty model list", status=200)
     return Catalog(merge_catalog(BUILTIN_MODELS, entries), "discovery", time.time())
 
 
@@ -152,21 +169,48 @@ class CatalogRefresher:
         if changed:
             self._wake.set()
 
+    @classmethod
+    def from_settings(
+        cls,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        *,
+        on_update: Callable[[Catalog], None] | None = None,
+    ) -> CatalogRefresher:
+        """A refresher for the configured router, token, interval and cache file."""
+        hf = settings.config.hf
+        return cls(
+            session,
+            base_url=hf.base_url,
+            token=settings.hf_token,
+            interval_s=hf.discovery.refresh_minutes * 60,
+            timeout_s=hf.discovery.timeout_seconds,
+            cache_file=settings.paths.cache_file,
+            enabled=hf.discovery.enabled,
+            on_update=on_update,
+        )
+
+    def _failed(self, error: str) -> bool:
+        """Count a failure; only the first of a streak is logged."""
+        self.failures += 1
+        self.last_error = error
+        if self.failures == 1:
+            log.warning(
+                "catalog_refresh_failed",
+                error=error,
+                kept=self.catalog.origin,
+                models=len(self.catalog),
+            )
+        return False
+
     async def refresh_once(self) -> bool:
         """One discovery; True when it succeeded. Failures keep the last good catalog."""
         try:
             catalog = await fetch_models(self.session, self.base_url, self.token, self.timeout_s)
         except UpstreamError as exc:
-            self.failures += 1
-            self.last_error = exc.message
-            if self.failures == 1:
-                log.warning(
-                    "catalog_refresh_failed",
-                    error=exc.message,
-                    kept=self.catalog.origin,
-                    models=len(self.catalog),
-                )
-            return False
+            return self._failed(exc.message)
+        except Exception as exc:  # an unexpected error must not end the refresh loop
+            return self._failed(f"unexpected {type(exc).__name__}")
         if self.failures:
             log.info("catalog_refresh_recovered", failed_tries=self.failures)
         self.failures = 0
@@ -174,30 +218,38 @@ class CatalogRefresher:
         self.refreshes += 1
         self.catalog = catalog
         try:
-            save_cached_catalog(self.cache_file, catalog)
+            await asyncio.to_thread(save_cached_catalog, self.cache_file, catalog)
         except OSError as exc:
-            log.warning("catalog_cache_write_failed", path=str(self.cache_file), error=str(exc))
+            log.warning(
+                "catalog_cache_write_failed", path=str(self.cache_file), error=exc.strerror
+            )
         log.info("catalog_refreshed", models=len(catalog))
         if self.on_update:
-            self.on_update(catalog)
+            try:
+                self.on_update(catalog)
+            except Exception:
+                log.exception("catalog_update_callback_failed")
         return True
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the refresh, so a reconfigure() during it is not lost.
+            self._wake.clear()
             if self.enabled:
                 await self.refresh_once()
                 delay = next_delay(self.interval_s, self.failures)
             else:
                 delay = self.interval_s
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
     def start(self) -> None:
+        """Start the loop (first refresh at once, in the background); a no-op when running."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="catalog-refresh")
 
     async def stop(self) -> None:
+        """Cancel the loop and wait for it; no request is made after this returns."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -35,7 +35,8 @@ def list_models(
     by_ref: dict[ModelRef, list[str]] = {}
     for alias, ref in aliases.items():
         by_ref.setdefault(ref, []).append(alias)
-    chain_refs = set(chain)
+    chain_list = list(chain)
+    chain_refs = set(chain_list)
     out: list[ListedModel] = []
     seen: set[ModelRef] = set()
     for entry in catalog.entries:
@@ -44,7 +45,8 @@ def list_models(
         out.append(
             ListedModel(ref, entry, tuple(by_ref.get(ref, ())), entry.source, ref in chain_refs)
         )
-    for ref in [*chain_refs, *configured, *by_ref]:
+    # In a stable order: the chain, then the configured models, then the aliases' targets.
+    for ref in [*chain_list, *configured, *by_ref]:
         if ref in seen:
             continue
         seen.add(ref)

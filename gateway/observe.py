@@ -88,7 +88,8 @@ def setup_logging(
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        # Not cached: a reload calls this again and its new level must reach every logger.
+        cache_logger_on_first_use=False,
     )
 
 
