@@ -410,6 +410,11 @@ def _check_aliases(config: Config, file: str, text: str | None) -> None:
             )
 
 
+def fallbacks_of(config: Config) -> tuple[ModelRef, ...]:
+    """The configured fallbacks in order, duplicates dropped (the primary may be among them)."""
+    return tuple(dict.fromkeys(parse_ref(text) for text in config.agents.defaults.model.fallbacks))
+
+
 def chain_of(config: Config) -> tuple[ModelRef, ...]:
     """The configured chain, primary first, duplicates dropped; default when none is set."""
     model = config.agents.defaults.model

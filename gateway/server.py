@@ -204,7 +204,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         settings=settings,
         body=body,
         stream=stream,
-        chain=request_chain(requested, settings.chain),
+        chain=request_chain(requested, (settings.chain[0], *settings.fallbacks))
+        if requested is not None
+        else list(settings.chain),
     )
     assert state.proxy is not None
     if stream:

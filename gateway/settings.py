@@ -26,6 +26,7 @@ from gateway.config import (
     Config,
     aliases_of,
     chain_of,
+    fallbacks_of,
     parse_json5,
     read_config_text,
     substitute_vars,
@@ -100,6 +101,9 @@ class Settings:
     aliases: AliasMap
     config_exists: bool
     warnings: tuple[str, ...] = field(default=())
+    # The configured fallbacks as written (deduplicated); a request that names its own model
+    # falls back to these, even one that is also the primary.
+    fallbacks: tuple[ModelRef, ...] = field(default=())
 
     @property
     def is_loopback(self) -> bool:
@@ -328,6 +332,7 @@ def load_settings(
         port=final_port,
         host=final_host,
         chain=chain_of(config),
+        fallbacks=fallbacks_of(config),
         aliases=build_alias_map(aliases_of(config)),
         config_exists=text is not None,
         warnings=tuple(warnings),
