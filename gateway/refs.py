@@ -61,13 +61,16 @@ def parse_ref(text: str) -> ModelRef:
         raise RefError(f"model reference {text!r} contains white space; expected {_EXAMPLE}")
     body, sep, suffix = raw.partition(":")
     parts = body.split("/")
+    prefixed = False
     while len(parts) > 2 and parts[0].lower() == PROVIDER:
-        parts = parts[1:]
+        parts, prefixed = parts[1:], True
     if len(parts) != 2:
         if len(parts) == 1:
             reason = f"{text!r} has no organisation part"
-        else:
+        elif len(parts) == 3 and not prefixed:
             reason = f"{text!r} names provider {parts[0]!r}; only {PROVIDER!r} is supported"
+        else:
+            reason = f"{text!r} has too many '/' parts"
         raise RefError(f"invalid model reference: {reason}; expected {_EXAMPLE}")
     org, name = parts
     for label, part in (("organisation", org), ("model name", name)):
