@@ -127,6 +127,12 @@ def current_paths() -> Paths:
     return Paths.from_env(os.environ)
 
 
+def current_environ() -> dict[str, str]:
+    """A copy of this process's environment, for commands that must work with a broken config
+    (``gateway stop``, ``status``, ``uninstall``)."""
+    return dict(os.environ)
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """``KEY=value`` lines (quotes, ``export``, comments, blank lines); missing file → empty."""
     try:
