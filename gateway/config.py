@@ -160,6 +160,8 @@ def parse_json5(text: str, file: str) -> dict[str, Any]:
     try:
         data = json5.loads(text) if text.strip() else {}
     except ValueError as exc:
+        if _only_comments(text):
+            return {}
         msg = str(exc)
         m = re.match(r"<string>:(\d+)\s*(.*)", msg)
         line = int(m.group(1)) if m else None
@@ -176,6 +178,14 @@ def parse_json5(text: str, file: str) -> dict[str, Any]:
             hint="the config file is one JSON5 object: { agents: {…}, models: {…}, … }",
         )
     return data
+
+
+def _only_comments(text: str) -> bool:
+    """True when the text holds nothing but comments (an empty config being written)."""
+    try:
+        return bool(json5.loads(text + "\n{}") == {})
+    except ValueError:
+        return False
 
 
 def substitute_vars(
@@ -209,10 +219,11 @@ def _substitute(
         if not _VAR_NAME.fullmatch(name):
             raise ConfigError(
                 f"${{{name}}} is not a valid variable name; expected uppercase letters, digits "
-                "and '_' (write $${…} for a literal)",
+                "and '_'",
                 file=file,
                 path=path,
                 line=line,
+                hint="rename the variable, or write $${…} for a literal ${…}",
             )
         value = env.get(name)
         if value is None:
