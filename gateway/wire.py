@@ -12,14 +12,25 @@ import orjson
 MAX_ERROR_TEXT = 500
 
 
+# Digits map to "0", every other byte to a space: a run of 19 digits is then one substring.
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
 def loads(data: bytes | str) -> Any:
-    """Parse JSON; orjson first, the stdlib for what orjson refuses (integers past 64 bits)."""
+    """Parse JSON; orjson first, the stdlib for what orjson gets wrong or refuses.
+
+    orjson turns an integer past 64 bits into a float silently (a 30-digit ``seed`` would
+    change in transit), so a body with a run of 19 or more digits goes to the stdlib, which
+    keeps every integer exact.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_NUMBER in raw.translate(_DIGITS_ONLY):
+        return json.loads(raw.decode("utf-8"))  # invalid UTF-8 raises ValueError, as it should
     try:
-        return orjson.loads(data)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        if isinstance(data, bytes):
-            data = data.decode("utf-8")  # invalid UTF-8 raises ValueError here, as it should
-        return json.loads(data)
+        return json.loads(raw.decode("utf-8"))
 
 
 def dumps(obj: Any) -> bytes:
@@ -110,6 +121,16 @@ class SSEParser:
             start = end + 2
         self._buf = buf[start:]
         return events
+
+    def close(self) -> list[bytes]:
+        """The events still held when the body has ended.
+
+        A CR at the end of what arrived was kept as maybe half of a CRLF; with nothing more to
+        come it is a line end, and may complete the last event (a CR-only stream).
+        """
+        if not self._buf.endswith(b"\r"):
+            return []
+        return self.feed(b"\n")
 
     def pending(self) -> bytes:
         """What is left without a terminating blank line (an event cut off at body end)."""
