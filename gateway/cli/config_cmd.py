@@ -1,10 +1,28 @@
-"""``coderclaw config …``: where the config is and whether it is valid."""
+"""``coderclaw config …``: where the config is, whether it is valid, and get/set/unset."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import click
 
 from gateway.cli.common import echo_json, settings_or_exit
+from gateway.cli.editing import edit_config, read_config_data
+from gateway.config import Config
+from gateway.config_edit import (
+    SECRET_PATHS,
+    Key,
+    check_not_secret,
+    format_path,
+    get_value,
+    parse_path,
+    parse_value,
+    set_value,
+    unset_value,
+)
+from gateway.errors import GatewayError
+from gateway.secret import mask
 from gateway.settings import current_paths
 
 
@@ -43,3 +61,92 @@ def config_validate(as_json: bool) -> None:
     click.echo(f"  primary:   {summary['primary']}")
     click.echo(f"  fallbacks: {', '.join(fallbacks) or '(none)'}")
     click.echo(f"  aliases:   {len(settings.aliases)}")
+
+
+# ------------------------------------------------------------------------------ editing
+# PATH is dotted, with [N] for list items and ["..."] for keys with dots or slashes:
+#   gateway.port   agents.defaults.model.fallbacks[0]
+#   agents.defaults.models["huggingface/Qwen/Qwen3-8B"].alias
+
+
+def _show(value: Any, as_json: bool) -> str:
+    if isinstance(value, str) and not as_json:
+        return value
+    return json.dumps(
+        value, ensure_ascii=False, indent=2 if isinstance(value, dict | list) else None
+    )
+
+
+def _masked(parts: tuple[Key, ...], value: Any) -> Any:
+    if tuple(parts) in SECRET_PATHS and isinstance(value, str) and "${" not in value:
+        return mask(value)
+    return value
+
+
+def _defaults() -> dict[str, Any]:
+    return Config().model_dump(by_alias=True, mode="json")
+
+
+@config.command("get")
+@click.argument("path", metavar="PATH")
+@click.option("--json", "as_json", is_flag=True, help="Print the value as JSON, strings too.")
+def config_get(path: str, as_json: bool) -> None:
+    """Print the value at PATH as written in the file (``${VAR}`` not substituted).
+
+    A key the file does not set prints its default, with a note on stderr. Secrets are masked.
+    Example: coderclaw config get gateway.port
+    """
+    parts = parse_path(path)
+    found, value = get_value(read_config_data(), parts)
+    if not found:
+        found, value = get_value(_defaults(), parts)
+        if not found:
+            raise GatewayError(
+                f"{format_path(parts)} is not set and has no default",
+                hint="check the spelling; keys are camelCase as in the file (e.g. gateway.port)",
+            )
+        click.echo(f"note: {format_path(parts)} is not in the file; this is the default", err=True)
+    click.echo(_show(_masked(parts, value), as_json))
+
+
+@config.command("set")
+@click.argument("path", metavar="PATH")
+@click.argument("value", metavar="VALUE")
+def config_set(path: str, value: str) -> None:
+    """Set PATH to VALUE, validated first (an unknown key or a wrong type changes nothing).
+
+    VALUE is read as JSON5 when it parses (8080, true, null, ["a", "b"], {alias: "x"}), else as
+    a plain string. Secrets are refused: tokens belong in $STATE/.env (use "${HF_TOKEN}").
+    The file is rewritten as plain JSON: every key and value is kept, JSON5 comments are not.
+
+    \b
+    Examples:
+      coderclaw config set gateway.port 18800
+      coderclaw config set agents.defaults.model.primary huggingface/Qwen/Qwen3-8B:cheapest
+      coderclaw config set 'agents.defaults.models["huggingface/Qwen/Qwen3-8B"].alias' Qwen
+    """
+    parts = parse_path(path)
+    parsed = parse_value(value)
+    check_not_secret(parts, parsed)
+    edit = edit_config(lambda data: set_value(data, parts, parsed))
+    state = "" if edit.changed else " (unchanged)"
+    click.echo(f"{format_path(parts)} = {_show(parsed, True)}{state}")
+
+
+@config.command("unset")
+@click.argument("path", metavar="PATH")
+def config_unset(path: str) -> None:
+    """Remove PATH from the file (its default applies again), validated first.
+
+    The file is rewritten as plain JSON: every key and value is kept, JSON5 comments are not.
+    """
+    parts = parse_path(path)
+
+    def mutate(data: dict[str, Any]) -> None:
+        if not unset_value(data, parts):
+            raise GatewayError(
+                f"{format_path(parts)} is not set in {current_paths().config}; nothing changed"
+            )
+
+    edit_config(mutate)
+    click.echo(f"removed {format_path(parts)}")
