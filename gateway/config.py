@@ -53,7 +53,7 @@ class Discovery(_Section):
 class HuggingFace(_Section):
     base_url: str = Field("https://router.huggingface.co/v1", pattern=r"^https?://\S+$")
     hub_url: str = Field("https://huggingface.co", pattern=r"^https?://\S+$")
-    api_key: str | None = None
+    api_key: str | None = Field(None, repr=False)
     discovery: Discovery = Discovery()
 
 
@@ -66,7 +66,7 @@ class ModelsSection(_Section):
 
 
 class Auth(_Section):
-    token: str | None = None
+    token: str | None = Field(None, repr=False)
 
 
 class Timeouts(_Section):

@@ -91,7 +91,7 @@ class Settings:
 
     paths: Paths
     config: Config
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)  # holds the token variables: never printed
     hf_token: Secret | None
     token_source: str | None
     gateway_token: Secret | None

@@ -219,8 +219,7 @@ BROKEN = [
     ),
     Broken(
         "bad-ref-models-key",
-        b'{\n  agents: { defaults: { models: {\n    "DeepSeek-R1": { alias: "R1" },\n'
-        b"  } } },\n}\n",
+        b'{\n  agents: { defaults: { models: {\n    "DeepSeek-R1": { alias: "R1" },\n  } } },\n}\n',
         'agents.defaults.models["DeepSeek-R1"]',
         3,
         "no organisation part",
@@ -313,7 +312,7 @@ def test_dollar_dollar_stays_literal(tmp_path: Path, isolated_home: Path) -> Non
     """`$${VAR}` is written out as `${VAR}` and needs no such variable; `${VAR}` is replaced."""
     path = tmp_path / "c.json5"
     path.write_text(
-        '{ agents: { defaults: { models: {\n'
+        "{ agents: { defaults: { models: {\n"
         '  "a/b": { alias: "costs $${PRICE} now" },\n'
         '  "c/d": { alias: "${WHO}-model" },\n'
         "} } } }\n"
