@@ -5,22 +5,26 @@ Lifecycle:
     SIGHUP or an edit of the config file   →  reload (invalid: logged, the old config stays)
     SIGTERM / SIGINT                       →  STOPPING=1, stop accepting, let requests and
                                               streams finish for gateway.drainSeconds, then
-                                              cut what is left (streams get an SSE error)
-    a second SIGINT                        →  exit at once
+                                              cancel what is left (streams get an SSE error)
+    a second SIGINT                        →  exit at once (130)
+
+The drain is done here rather than by aiohttp's ``shutdown_timeout``: aiohttp waits for the
+timeout twice and closes the connection before a cancelled stream can write its error event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.observe import get_logger, setup_logging
@@ -31,6 +35,8 @@ from gateway.settings import Settings, load_settings
 log = get_logger("gateway.daemon")
 
 CONFIG_POLL_SECONDS = 1.0
+# After the grace period: how long cancelled requests get to write their last bytes.
+CANCEL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,19 +85,21 @@ class Daemon:
         self.overrides = overrides
         self.notifier = Notifier(settings.env)
         self.app = make_app(settings)
+        self.app.middlewares.insert(0, self._track_request)
         self.state: GatewayState = self.app[STATE]
         self.stop = asyncio.Event()
         self._sigint_count = 0
         self._config_mtime = _mtime(settings.paths.config)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
+        self._requests: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def serve(self) -> int:
         settings = self.state.settings
-        drain = settings.config.gateway.drain_seconds
         runner = web.AppRunner(
             self.app,
             handler_cancellation=True,
-            shutdown_timeout=drain,
+            shutdown_timeout=CANCEL_SECONDS,
             access_log=None,
             handle_signals=False,
         )
@@ -118,25 +126,58 @@ class Daemon:
         )
         self.notifier.ready(f"serving {url}")
         self._install_signals()
-        self._tasks.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+        watch = self._spawn(self._watch_config(), "config-watch")
         if self.notifier.watchdog_interval:
-            self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+            self._spawn(self._watchdog(), "watchdog")
         await self.stop.wait()
 
-        self.notifier.stopping()
-        log.info("gateway_draining", grace_s=drain, streams=self.state.open_streams)
-        self.state.draining = True
-        if self.state.proxy is not None:
-            self.state.proxy.draining = True
+        watch.cancel()
+        await self._drain(runner)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await runner.cleanup()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._restore_signals()
         log.info("gateway_stopped")
         return 0
+
+    async def _drain(self, runner: web.AppRunner) -> None:
+        """Stop accepting; give requests in flight the grace period; cancel what is left."""
+        grace = self.state.settings.config.gateway.drain_seconds
+        self.notifier.stopping()
+        log.info("gateway_draining", grace_s=grace, streams=self.state.open_streams)
+        self.state.draining = True
+        if self.state.proxy is not None:
+            self.state.proxy.draining = True
+        for site in runner.sites:
+            await site.stop()
+        if runner.server is not None:
+            runner.server.pre_shutdown()  # keep-alive connections take no further request
+        pending = set(self._requests)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        if pending:
+            log.warning("gateway_drain_timeout", grace_s=grace, cancelled=len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=CANCEL_SECONDS)
+        await runner.cleanup()
+
+    @web.middleware
+    async def _track_request(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Remember the task of each request in flight, so the drain can wait for or cancel it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._requests.add(task)
+        try:
+            return await handler(request)
+        finally:
+            self._requests.discard(task)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -144,7 +185,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
-        loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
 
     def _restore_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -158,18 +199,29 @@ class Daemon:
             os._exit(130)
         self.stop.set()
 
+    def _on_sighup(self) -> None:
+        if not self.stop.is_set():
+            self._spawn(self.reload("SIGHUP"), "reload")
+
     # -- reload ------------------------------------------------------------------------------
 
-    def reload(self, reason: str) -> bool:
+    async def reload(self, reason: str) -> bool:
         """Load the config again; apply it if valid. Returns whether it was applied."""
+        async with self._reload_lock:
+            self._config_mtime = _mtime(self.state.settings.paths.config)
+            self.notifier.reloading(time.monotonic_ns() // 1000)
+            try:
+                # In a thread: loading may run the login shell (env.shellEnv).
+                new = await asyncio.to_thread(self.overrides.load)
+            except GatewayError as exc:
+                log.error("config_reload_failed", reason=reason, error=str(exc), kept="previous")
+                self.notifier.ready("reload failed; serving the previous config")
+                return False
+            self._apply(new, reason)
+            return True
+
+    def _apply(self, new: Settings, reason: str) -> None:
         old = self.state.settings
-        self.notifier.reloading(time.monotonic_ns() // 1000)
-        try:
-            new = self.overrides.load()
-        except GatewayError as exc:
-            log.error("config_reload_failed", reason=reason, error=str(exc), kept="previous")
-            self.notifier.status("reload failed; serving the previous config")
-            return False
         if (new.host, new.port) != (old.host, old.port):
             log.warning(
                 "config_needs_restart",
@@ -178,6 +230,8 @@ class Daemon:
                 configured=f"{new.host}:{new.port}",
             )
         self.state.apply_settings(new)
+        cfg = new.config.logging
+        setup_logging(cfg.level, cfg.format, new.secrets())
         log.info(
             "config_reloaded",
             reason=reason,
@@ -185,16 +239,13 @@ class Daemon:
             fallbacks=[str(r) for r in new.chain[1:]],
         )
         self.notifier.ready(f"serving http://{old.host}:{old.port}/v1 (reloaded)")
-        return True
 
     async def _watch_config(self) -> None:
         path = self.state.settings.paths.config
         while True:
             await asyncio.sleep(CONFIG_POLL_SECONDS)
-            mtime = _mtime(path)
-            if mtime != self._config_mtime:
-                self._config_mtime = mtime
-                self.reload("config file changed")
+            if _mtime(path) != self._config_mtime:
+                await self.reload("config file changed")
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval or 1.0
