@@ -1,0 +1,155 @@
+"""Logging (SPEC §3): structlog set up once per process; secrets never reach a log line."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from gateway.observe import REDACTOR, SecretRedactor, setup_logging
+from gateway.secret import Secret, clean_token, mask
+
+TOKEN = "hf_LoggedNeverSecret987654"
+GW_TOKEN = "gateway-token-not-hf-shaped-31337"
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    """setup_logging configures structlog globally; put the defaults back after each test."""
+    yield
+    structlog.reset_defaults()
+    REDACTOR.set(())
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_mask_known_secrets_everywhere() -> None:
+    """Known secrets are masked in the event, in values, nested values and free text."""
+    out = io.StringIO()
+    setup_logging("info", "json", secrets=[TOKEN, GW_TOKEN], stream=out)
+    log = structlog.get_logger("test")
+    log.info(
+        f"event with {GW_TOKEN}",
+        token=TOKEN,
+        header=f"Bearer {TOKEN}",
+        nested={"list": [GW_TOKEN, 1, None], "tuple": (TOKEN,)},
+        number=3,
+    )
+    text = out.getvalue()
+    assert TOKEN not in text and GW_TOKEN not in text
+    [line] = _lines(out)
+    assert line["token"] == mask(TOKEN) == "hf_L…7654"
+    assert line["header"] == f"Bearer {mask(TOKEN)}"
+    assert line["nested"] == {"list": [mask(GW_TOKEN), 1, None], "tuple": [mask(TOKEN)]}
+    assert line["number"] == 3
+    assert line["level"] == "info"
+    assert "timestamp" in line
+
+
+def test_hf_shaped_tokens_are_masked_even_when_not_known() -> None:
+    """Anything shaped like an HF token is masked, e.g. one a user pasted into a URL."""
+    out = io.StringIO()
+    setup_logging("info", "json", stream=out)
+    structlog.get_logger("test").warning("bad_url", url=f"https://x/?t={TOKEN}")
+    assert TOKEN not in out.getvalue()
+    assert _lines(out)[0]["url"] == f"https://x/?t={mask(TOKEN)}"
+
+
+def test_exception_text_is_masked() -> None:
+    """A traceback whose message holds a secret is masked too."""
+    out = io.StringIO()
+    setup_logging("info", "json", secrets=[GW_TOKEN], stream=out)
+    try:
+        raise ValueError(f"refused {GW_TOKEN}")
+    except ValueError:
+        structlog.get_logger("test").exception("boom")
+    assert GW_TOKEN not in out.getvalue()
+    assert "ValueError: refused" in str(_lines(out)[0]["exception"])
+
+
+def test_level_filters_and_a_new_setup_applies_to_loggers_already_used() -> None:
+    """Levels below the configured one are dropped; a reload's new level reaches old loggers."""
+    out = io.StringIO()
+    setup_logging("warning", "json", stream=out)
+    log = structlog.get_logger("reloaded")
+    log.info("hidden")
+    log.warning("shown")
+    setup_logging("debug", "json", stream=out)
+    log.debug("now_shown")
+    assert [line["event"] for line in _lines(out)] == ["shown", "now_shown"]
+
+
+def test_auto_format_is_json_when_not_a_terminal_and_console_on_request() -> None:
+    """format auto → JSON lines off a TTY; console → a human line."""
+    out = io.StringIO()
+    setup_logging("info", "auto", stream=out)
+    structlog.get_logger("t").info("started", port=18789)
+    assert _lines(out)[0]["event"] == "started"
+    out = io.StringIO()
+    setup_logging("info", "console", secrets=[TOKEN], stream=out)
+    structlog.get_logger("t").info("started", token=TOKEN)
+    text = out.getvalue()
+    assert "started" in text and mask(TOKEN) in text and TOKEN not in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+
+
+def test_redactor_set_replaces_the_known_secrets() -> None:
+    """After a reload the old secret is no longer special and the new one is masked."""
+    redactor = SecretRedactor(["old-secret-value-1234"])
+    assert redactor.redact("x old-secret-value-1234") == "x old-…1234"
+    redactor.set(["new-secret-value-5678", ""])
+    assert redactor.redact("old-secret-value-1234 new-secret-value-5678") == (
+        "old-secret-value-1234 new-…5678"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("hf_abcdefgh1234", "hf_a…1234"),
+        ("123456789012", "1234…9012"),
+        ("short", "………"),
+        ("ab", "……"),
+        ("", ""),
+    ],
+)
+def test_mask(value: str, masked: str) -> None:
+    """Long values keep 4 characters at each end; short ones are hidden completely."""
+    assert mask(value) == masked
+
+
+def test_secret_never_shows_itself() -> None:
+    """repr/str/f-strings of a Secret are masked; reveal() is the only way to the value."""
+    secret = Secret(TOKEN)
+    assert TOKEN not in repr(secret)
+    assert TOKEN not in str(secret)
+    assert TOKEN not in f"{secret} {[secret]}"
+    assert secret.reveal() == TOKEN
+    assert secret.matches(TOKEN)
+    assert not secret.matches(TOKEN + "x")
+    assert secret == Secret(TOKEN)
+    assert secret != Secret("other")
+    assert len({secret, Secret(TOKEN)}) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        (None, None),
+        ("", None),
+        (" \r\n\t", None),
+        ("hf_x\n", "hf_x"),
+        ("hf_x\r\n", "hf_x"),
+        ("  hf_x  ", "hf_x"),
+        ("hf_\r\nx", "hf_x"),
+    ],
+)
+def test_clean_token(raw: str | None, clean: str | None) -> None:
+    """CR/LF anywhere and white space around are removed; nothing left means no token."""
+    assert clean_token(raw) == clean
