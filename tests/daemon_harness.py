@@ -246,9 +246,9 @@ class StreamResult:
         return "[DONE]" in self.events
 
     def errors(self) -> list[dict[str, Any]]:
-        return [
-            json.loads(e) for e in self.events if e.startswith("{") and '"error"' in e[:20]
-        ]
+        """The ``data: {"error": …}`` events."""
+        parsed = [json.loads(e) for e in self.events if e != "[DONE]"]
+        return [p for p in parsed if isinstance(p, dict) and "error" in p]
 
 
 _DATA = re.compile(r"^data: ?(.*)$")

@@ -14,12 +14,15 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from gateway.service.notify import Notifier, watchdog_interval
 from gateway.service.units import ServiceSpec, unit_text
 from gateway.store import set_env_var
 from tests.conftest import clean_env
@@ -50,6 +53,12 @@ async def router() -> AsyncIterator[FakeRouter]:
 
 
 @pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as exits:
+        yield exits
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
@@ -61,6 +70,35 @@ def slow_stream(seconds: float, chunks: int = 5) -> Reply:
 
 
 # -- sd_notify ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "interval"),
+    [
+        ({}, None),
+        ({"WATCHDOG_USEC": "400000"}, 0.2),
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "4242"}, 0.2),
+        ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "1"}, None),  # inherited, not ours
+    ],
+)
+def test_watchdog_interval_is_half_of_watchdog_usec_when_the_watchdog_is_ours(
+    env: dict[str, str], interval: float | None
+) -> None:
+    assert watchdog_interval(env, pid=4242) == interval
+
+
+def test_notifier_sends_to_an_abstract_socket_and_is_silent_when_nobody_listens() -> None:
+    """``@name`` is the abstract namespace; a socket that is gone must not break the gateway."""
+    name = f"coderclaw-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        Notifier({"NOTIFY_SOCKET": "@" + name}).ready("serving")
+        assert sock.recv(1024) == b"READY=1\nSTATUS=serving"
+    Notifier({"NOTIFY_SOCKET": "@" + name}).stopping()  # nobody bound: no error
+    Notifier({}).ready("nowhere")
 
 
 async def test_unit_execstart_sends_ready_only_once_healthz_answers_then_stopping_and_exit_0(
@@ -98,7 +136,7 @@ async def test_unit_execstart_sends_ready_only_once_healthz_answers_then_stoppin
 
             gw.send(signal.SIGTERM)
             stopping = await notify.wait_for("STOPPING", "1")
-            assert await gw.wait_exit() == 0
+            assert await gw.wait_exit(timeout=2) == 0  # nothing in flight: no grace to wait
             assert stopping.at >= ready[0].at
             assert notify.with_key("WATCHDOG") == []  # no WATCHDOG_USEC, no pings
 
@@ -124,14 +162,17 @@ async def test_watchdog_pings_at_half_of_watchdog_usec(
             assert await gw.wait_exit() == 0
 
 
+@pytest.mark.parametrize("run", [["run"], []], ids=["gateway run", "gateway"])
 async def test_without_notify_socket_it_serves_and_stops_normally(
-    isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession
+    isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession, run: list[str]
 ) -> None:
-    """No NOTIFY_SOCKET (a plain terminal run): notifying is a no-op, nothing else changes."""
+    """No NOTIFY_SOCKET (a plain terminal run, `coderclaw gateway` or `gateway run`): notifying
+    is a no-op, nothing else changes."""
     port = free_port()
     write_config(isolated_home, router)
     env = clean_env(isolated_home, HF_TOKEN=TOKEN, WATCHDOG_USEC="200000")
-    async with run_process(gateway_argv(port), env, port=port) as gw:
+    argv = [sys.executable, "-m", "gateway", "gateway", *run, "--port", str(port)]
+    async with run_process(argv, env, port=port) as gw:
         await gw.wait_healthy()
         resp = await chat(http, gw.v1)
         assert resp.status == 200
@@ -217,14 +258,15 @@ async def test_a_second_sigint_exits_at_once(
 
 
 async def test_sighup_and_config_edits_reload_a_valid_config_and_keep_the_old_on_a_broken_one(
-    isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession
+    isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession, stack: AsyncExitStack
 ) -> None:
     """SIGHUP with a new primary → the next request goes to it; SIGHUP with a broken config →
     an error is logged (naming the file) and requests keep working on the previous config; an
     edit of the file without any signal is picked up within ~2 s."""
     port = free_port()
     config = write_config(isolated_home, router, chain=[MODEL_A])
-    env = clean_env(isolated_home, HF_TOKEN=TOKEN)
+    notify = await stack.enter_async_context(NotifySocket())
+    env = clean_env(isolated_home, HF_TOKEN=TOKEN, NOTIFY_SOCKET=notify.path)
     async with run_process(gateway_argv(port), env, port=port) as gw:
         await gw.wait_healthy()
         resp = await chat(http, gw.v1)
@@ -250,7 +292,10 @@ async def test_sighup_and_config_edits_reload_a_valid_config_and_keep_the_old_on
         assert resp.status == 200
         assert resp.headers["x-coderclaw-model"] == MODEL_B
 
-        await asyncio.sleep(1.2)  # let the poller see the broken file before the next edit
+        await asyncio.sleep(1.2)  # the poller must not reload what SIGHUP already did
+        assert [e["event"] for e in gw.events()[mark:] if e["event"].startswith("config_")] == [
+            "config_reload_failed"
+        ]
         mark = len(gw.stderr)
         write_config(isolated_home, router, chain=[MODEL_A])
         started = time.monotonic()
@@ -259,6 +304,34 @@ async def test_sighup_and_config_edits_reload_a_valid_config_and_keep_the_old_on
         assert edited["reason"] == "config file changed"
         resp = await chat(http, gw.v1)
         assert resp.headers["x-coderclaw-model"] == MODEL_A
+        gw.send(signal.SIGTERM)
+        assert await gw.wait_exit() == 0
+    # systemd waits for READY=1 after each RELOADING=1, whether the reload worked or not.
+    states = [
+        k for n in notify.notices for k in ("READY", "RELOADING", "STOPPING") if k in n.fields
+    ]
+    assert states == ["READY", *["RELOADING", "READY"] * 3, "STOPPING"]
+    failed_ready = [n.fields["STATUS"] for n in notify.with_key("READY")][2]
+    assert "previous config" in failed_ready
+
+
+async def test_a_reload_that_moves_the_listener_says_a_restart_is_needed(
+    isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession
+) -> None:
+    """Port and bind are taken at start: a reload changing the address applies the rest, logs
+    that the address needs a restart, and keeps serving where it listens."""
+    port = free_port()
+    write_config(isolated_home, router, chain=[MODEL_A])
+    env = clean_env(isolated_home, HF_TOKEN=TOKEN)
+    async with run_process(gateway_argv(port), env, port=port) as gw:
+        await gw.wait_healthy()
+        write_config(isolated_home, router, chain=[MODEL_B], bind="custom", host="127.0.0.2")
+        gw.send(signal.SIGHUP)
+        warning = await gw.wait_event("config_needs_restart")
+        assert warning["listening"] == f"127.0.0.1:{port}"
+        assert warning["configured"] == f"127.0.0.2:{port}"
+        resp = await chat(http, gw.v1)
+        assert resp.headers["x-coderclaw-model"] == MODEL_B
         gw.send(signal.SIGTERM)
         assert await gw.wait_exit() == 0
 

@@ -6,6 +6,7 @@ A no-op without ``NOTIFY_SOCKET``. The socket path comes from the settings' envi
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Mapping
 
@@ -16,8 +17,7 @@ class Notifier:
         if address.startswith("@"):
             address = "\0" + address[1:]  # abstract namespace
         self._address = address or None
-        usec = env.get("WATCHDOG_USEC", "")
-        self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
+        self.watchdog_interval = watchdog_interval(env, os.getpid())
 
     @property
     def enabled(self) -> bool:
@@ -46,3 +46,16 @@ class Notifier:
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")
+
+
+def watchdog_interval(env: Mapping[str, str], pid: int) -> float | None:
+    """Seconds between WATCHDOG=1 pings: half of ``WATCHDOG_USEC``, or None when not asked.
+
+    Like ``sd_watchdog_enabled``: a ``WATCHDOG_PID`` naming another process means the watchdog
+    is not ours (the variables were inherited).
+    """
+    usec = env.get("WATCHDOG_USEC", "")
+    owner = env.get("WATCHDOG_PID", "")
+    if owner and owner != str(pid):
+        return None
+    return int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
