@@ -54,9 +54,7 @@ TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 NEW_TOKEN_HELP = (
     f'create a fine-grained token with "Make calls to Inference Providers" at {TOKENS_PAGE}'
 )
-_ASSIGNMENT = re.compile(
-    r"^(?:export\s+|set\s+|setenv\s+|\$env:)?[A-Za-z_][A-Za-z0-9_]*\s*(?:=|:|\s)\s*(\S.*)$"
-)
+_ASSIGNMENT = re.compile(r"^(?:export\s+|set\s+|\$env:)?[A-Za-z_][A-Za-z0-9_]*\s*[=:]\s*(.*)$")
 _QUOTES = "\"'`"
 _VAR_ONLY = re.compile(r"^\s*\$\{[A-Z_][A-Z0-9_]*\}\s*$")
 
@@ -75,7 +73,7 @@ def clean_pasted_token(raw: str | None) -> str | None:
         return None
     text = raw.replace("\r", "").replace("\n", " ").strip()
     m = _ASSIGNMENT.match(text)
-    if m and not text.lower().startswith("bearer "):
+    if m:
         text = m.group(1)
     text = text.strip().rstrip(";").strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:

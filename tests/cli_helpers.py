@@ -1,0 +1,99 @@
+"""Helpers for tests that run the real ``coderclaw`` command as a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import clean_env
+
+CODERCLAW = str(Path(sys.executable).parent / "coderclaw")
+VENV_BIN = str(Path(sys.executable).parent)
+GOOD_TOKEN = "hf_GoodToken0123456789abcdefXYZ"
+OTHER_TOKEN = "hf_OtherToken9876543210zyxwvuQRS"
+BAD_TOKEN = "hf_BadToken5555555555aaaaaaaaaaBB"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+def child_env(home: Path, **extra: str) -> dict[str, str]:
+    """``clean_env`` with the venv's bin on PATH (so a shell finds ``coderclaw``)."""
+    env = clean_env(home, **extra)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    return env
+
+
+async def run_cli(*args: str, env: dict[str, str], timeout: float = 30) -> Run:  # noqa: ASYNC109
+    """Run ``coderclaw ARGS`` with stdin closed; the event loop keeps serving fakes meanwhile."""
+    proc = await asyncio.create_subprocess_exec(
+        CODERCLAW,
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+async def run_shell(script: str, *, env: dict[str, str], timeout: float = 30) -> Run:  # noqa: ASYNC109
+    """Run ``script`` with /bin/sh, exactly as a user would type it."""
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        script,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+def router_config(router_url: str, base_url: str, body: str = "") -> str:
+    """A JSON5 config pointing the router and the Hub at the fake, plus ``body`` keys."""
+    return (
+        "// written by the test\n{\n"
+        f'  models: {{ providers: {{ huggingface: {{ baseUrl: "{base_url}", '
+        f'hubUrl: "{router_url}" }} }} }},\n'
+        f"{body}"
+        "}\n"
+    )
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def assert_secret_absent(secret: str, *texts: str) -> None:
+    """The full secret appears in none of the texts (its masked form may)."""
+    for text in texts:
+        assert secret not in text, "a secret was printed in full"
