@@ -26,10 +26,13 @@ TOKEN = "hf_DeployTestTokenDoNotLeak0123456789"
 
 
 async def run_install(env: dict[str, str], *args: str) -> tuple[int, str]:
+    return await run_command(env, "bash", str(INSTALL), *args)
+
+
+async def run_command(env: dict[str, str], *argv: str) -> tuple[int, str]:
+    """Run without blocking the loop (the fake Hub answers onboarding meanwhile)."""
     proc = await asyncio.create_subprocess_exec(
-        "bash",
-        str(INSTALL),
-        *args,
+        *argv,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -85,15 +88,8 @@ async def test_install_sh_on_a_fresh_home(tmp_path: Path, isolated_home: Path) -
         assert rc2 == 0, out2
         assert "creating" not in out2
 
-    version = subprocess.run(
-        [str(venv / "bin" / "coderclaw"), "--version"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert (version.returncode, version.stdout.strip()) == (0, f"coderclaw, version {__version__}")
+    version = await run_command(env, str(venv / "bin" / "coderclaw"), "--version")
+    assert version == (0, f"coderclaw, version {__version__}\n")
     assert os.readlink(isolated_home / ".local/bin/coderclaw") == str(venv / "bin/coderclaw")
 
     dotenv = state / ".env"
