@@ -217,18 +217,18 @@ class CatalogRefresher:
         self.last_error = None
         self.refreshes += 1
         self.catalog = catalog
-        try:
-            await asyncio.to_thread(save_cached_catalog, self.cache_file, catalog)
-        except OSError as exc:
-            log.warning(
-                "catalog_cache_write_failed", path=str(self.cache_file), error=exc.strerror
-            )
         log.info("catalog_refreshed", models=len(catalog))
         if self.on_update:
             try:
                 self.on_update(catalog)
             except Exception:
                 log.exception("catalog_update_callback_failed")
+        try:
+            await asyncio.to_thread(save_cached_catalog, self.cache_file, catalog)
+        except OSError as exc:
+            log.warning(
+                "catalog_cache_write_failed", path=str(self.cache_file), error=exc.strerror
+            )
         return True
 
     async def _run(self) -> None:

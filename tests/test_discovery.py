@@ -265,7 +265,8 @@ async def test_start_does_not_block_and_the_first_refresh_lands_in_the_backgroun
     assert time.monotonic() - started < 0.1
     assert refresher.running
     assert refresher.catalog.origin == "builtin"
-    await _wait_for(lambda: refresher.catalog.origin == "discovery")
+    await _wait_for(lambda: bool(updates))
+    assert refresher.catalog.origin == "discovery"
     assert updates == [refresher.catalog]
     await refresher.stop()
     assert not refresher.running
