@@ -188,9 +188,13 @@ class ChatProxy:
             timeouts.first_token_seconds, remaining
         )
         try:
-            async with self.upstream.post_chat(
-                ctx.settings, payload, stream=ctx.stream, client_headers=ctx.request.headers
-            ) as resp:
+            # The first-token timeout covers the wait for the status line too: a model that
+            # answers nothing at all is as silent as one that sends headers and no chunk.
+            async with asyncio.timeout_at(first_deadline):
+                resp = await self.upstream.post_chat(
+                    ctx.settings, payload, stream=ctx.stream, client_headers=ctx.request.headers
+                )
+            async with resp:
                 if resp.status != 200:
                     async with asyncio.timeout_at(first_deadline):
                         raw = await resp.content.read(MAX_ERROR_BODY)
@@ -206,8 +210,9 @@ class ChatProxy:
                     )
                 if ctx.stream:
                     return await self._relay_stream(ctx, ref, resp, first_deadline, remaining)
+                total_deadline = asyncio.get_running_loop().time() + remaining
                 async with asyncio.timeout_at(
-                    first_deadline + min(timeouts.idle_seconds, remaining)
+                    min(first_deadline + timeouts.idle_seconds, total_deadline)
                 ):
                     raw = await resp.read()
                 return self._finish_plain(ctx, ref, resp, raw)
@@ -265,17 +270,23 @@ class ChatProxy:
                 upstream_ended = False
                 while not upstream_ended:
                     chunk = await resp.content.readany()
-                    if not chunk:
-                        break
-                    for data in parser.feed(chunk):
+                    # At the end of the body the parser may still hold a complete last event.
+                    events = parser.feed(chunk) if chunk else parser.close()
+                    upstream_ended = not chunk
+                    for data in events:
                         if data.startswith(b"[DONE]"):
                             upstream_ended = True
                             break
                         event = self._rewrite_event(ctx, data, ref_name)
                         if isinstance(event, dict):  # an upstream error event
-                            if out is None:
+                            if out is None and not batch:
                                 message, type_, code = wire.parse_upstream_error(502, data)
                                 return _Failed(502, None, message, code, type_)
+                            # Chunks came first (in this very read, maybe): the stream is
+                            # committed to this model, and its failure is told honestly.
+                            if out is None:
+                                out = await self._commit(ctx, ref, resp)
+                            await _write(out, b"".join(batch))
                             await self._send_error(out, event, ctx)
                             return out
                         if event is not None:
@@ -286,7 +297,8 @@ class ChatProxy:
                             out = await self._commit(ctx, ref, resp)
                         await _write(out, b"".join(batch))
                         batch.clear()
-                    timer.reschedule(min(loop.time() + idle, total_deadline))
+                    if out is not None:  # until the first chunk, the first-token deadline holds
+                        timer.reschedule(min(loop.time() + idle, total_deadline))
         except _ClientGone:
             ctx.outcome = "client_closed"
             assert out is not None

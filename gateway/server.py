@@ -18,6 +18,7 @@ from gateway.errors import RefError
 from gateway.listing import ListedModel, list_models
 from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, get_logger
+from gateway.openapi import openapi_handler
 from gateway.proxy import ChatContext, ChatProxy
 from gateway.refs import ModelRef, is_chain_name, parse_ref, resolve_model
 from gateway.routing import Cooldowns, request_chain
@@ -59,6 +60,7 @@ class GatewayState:
 
 
 STATE = web.AppKey("state", GatewayState)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def json_error(
@@ -89,8 +91,8 @@ _STATUS_TYPES = {
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error the app itself raises leaves as an OpenAI-shaped JSON body."""
-    request_id = request.get("request_id") or uuid.uuid4().hex
-    request["request_id"] = request_id
+    request_id = request.get(REQUEST_ID) or uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -137,7 +139,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 "(gateway.auth.token or CODERCLAW_GATEWAY_TOKEN)",
                 "authentication_error",
                 "invalid_api_key",
-                headers={"x-request-id": request["request_id"]},
+                headers={"x-request-id": request[REQUEST_ID]},
             )
     return await handler(request)
 
@@ -149,7 +151,7 @@ def _bad_request(request: web.Request, message: str, param: str | None = None) -
         "invalid_request_error",
         "invalid_request",
         param,
-        headers={"x-request-id": request["request_id"]},
+        headers={"x-request-id": request[REQUEST_ID]},
     )
 
 
@@ -187,7 +189,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 "invalid_request_error",
                 "model_not_found",
                 "model",
-                headers={"x-request-id": request["request_id"]},
+                headers={"x-request-id": request[REQUEST_ID]},
             )
     if settings.hf_token is None:
         return json_error(
@@ -196,11 +198,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             f"{settings.paths.env_file}, then restart the gateway",
             "server_error",
             "no_upstream_token",
-            headers={"x-request-id": request["request_id"]},
+            headers={"x-request-id": request[REQUEST_ID]},
         )
     ctx = ChatContext(
         request=request,
-        request_id=request["request_id"],
+        request_id=request[REQUEST_ID],
         settings=settings,
         body=body,
         stream=stream,
@@ -378,4 +380,5 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/openapi.json", openapi_handler)
     return app

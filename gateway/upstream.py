@@ -7,7 +7,6 @@ Only the configured router (and Hub) ever see the Hugging Face token; a client's
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 
@@ -47,14 +46,16 @@ class Upstream:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
 
-    def post_chat(
+    async def post_chat(
         self,
         settings: Settings,
         payload: bytes,
         *,
         stream: bool,
         client_headers: Mapping[str, str],
-    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+    ) -> aiohttp.ClientResponse:
+        """Send one chat completion; returns once the status line and headers have arrived
+        (the caller bounds that wait and releases the response)."""
         token = settings.hf_token
         if token is None:
             raise UpstreamFailure(Failure.RESET, "no Hugging Face token")
@@ -69,7 +70,7 @@ class Upstream:
                 headers[name] = value
         hf = settings.config.hf
         timeouts = settings.config.gateway.timeouts
-        return self.session.post(
+        return await self.session.post(
             hf.base_url.rstrip("/") + "/chat/completions",
             data=payload,
             headers=headers,
