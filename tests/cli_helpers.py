@@ -97,3 +97,28 @@ def assert_secret_absent(secret: str, *texts: str) -> None:
     """The full secret appears in none of the texts (its masked form may)."""
     for text in texts:
         assert secret not in text, "a secret was printed in full"
+
+
+# A hand-written config with comments, every section and a ${VAR}: what editing must keep.
+EDIT_BASE = """// hand-written, with comments
+{
+  agents: {
+    defaults: {
+      model: {
+        primary: "huggingface/deepseek-ai/DeepSeek-R1",
+        fallbacks: ["huggingface/Qwen/Qwen3-8B"],  // cheap backup
+      },
+      models: {
+        "huggingface/Qwen/Qwen3-8B": { alias: "Qwen3 8B" },
+        "huggingface/openai/gpt-oss-120b": { alias: "GPT-OSS" },
+      },
+    },
+  },
+  models: {
+    providers: { huggingface: { apiKey: "${HF_TOKEN}", discovery: { refreshMinutes: 30 } } },
+  },
+  gateway: { port: 18790, timeouts: { idleSeconds: 45 } },
+  env: { vars: { EXTRA: "x" } },
+  logging: { level: "debug" },
+}
+"""
