@@ -31,7 +31,8 @@ class Secret:
 
     def matches(self, candidate: str) -> bool:
         """Constant-time comparison."""
-        return hmac.compare_digest(self._value.encode(), candidate.encode())
+        # A header value that is not UTF-8 arrives with surrogate escapes; it is just wrong.
+        return hmac.compare_digest(self._value.encode(), candidate.encode(errors="surrogateescape"))
 
     def __repr__(self) -> str:
         return f"Secret({mask(self._value)!r})"

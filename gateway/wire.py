@@ -26,18 +26,35 @@ def loads(data: bytes | str) -> Any:
     """
     raw = data.encode() if isinstance(data, str) else data
     if _LONG_NUMBER in raw.translate(_DIGITS_ONLY):
-        return json.loads(raw.decode("utf-8"))  # invalid UTF-8 raises ValueError, as it should
+        return _stdlib_loads(raw)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw.decode("utf-8"))
+        return _stdlib_loads(raw)
+
+
+def _stdlib_loads(raw: bytes) -> Any:
+    """The stdlib parser held to what orjson accepts: no NaN/Infinity, no unbounded depth."""
+    try:
+        # Invalid UTF-8 raises UnicodeDecodeError, a ValueError, as it should.
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def dumps(obj: Any) -> bytes:
     try:
         return orjson.dumps(obj)
     except TypeError:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, sent as a \ud800 escape: pass it on as one
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def error_payload(
