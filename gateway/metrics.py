@@ -25,7 +25,7 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "coderclaw_fallbacks",
-            "Requests served by a model other than the first tried",
+            "Requests served by a model other than the first of their chain",
             registry=r,
         )
         self.upstream_latency = Histogram(

@@ -21,7 +21,7 @@ from aiohttp import web
 from gateway import wire
 from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
-from gateway.observe import get_logger
+from gateway.observe import SecretRedactor, get_logger
 from gateway.refs import ModelRef
 from gateway.routing import (
     Action,
@@ -82,6 +82,7 @@ class ChatContext:
     stream: bool
     chain: list[ModelRef]
     started: float = field(default_factory=time.monotonic)
+    attempt_started: float = 0.0  # monotonic start of the attempt under way
     attempts: list[AttemptLog] = field(default_factory=list)
     served: ModelRef | None = None
     ttfb: float | None = None
@@ -141,12 +142,13 @@ class ChatProxy:
                     return self._exhausted(ctx, last, budget_spent=True)
                 tries += 1
                 t0 = loop.time()
+                ctx.attempt_started = time.monotonic()
                 result = await self._attempt(ctx, ref, remaining)
                 elapsed = loop.time() - t0
                 self.metrics.upstream_latency.observe(elapsed)
                 if isinstance(result, web.StreamResponse):
                     self.cooldowns.succeed(ref)
-                    if ref != plan[0] or tries > 1:
+                    if ref != ctx.chain[0]:  # failed over, or skipped a cooling model
                         self.metrics.fallbacks.inc()
                     return result
                 ctx.attempts.append(AttemptLog(ref, result.status, result.failure, elapsed * 1e3))
@@ -239,8 +241,10 @@ class ChatProxy:
         ctx.served = ref
         ctx.usage = data.get("usage")
         ctx.outcome = "ok"
-        ctx.ttfb = time.monotonic() - ctx.started
-        ctx.attempts.append(AttemptLog(ref, 200, None, (time.monotonic() - ctx.started) * 1e3))
+        now = time.monotonic()
+        ctx.ttfb = now - ctx.started
+        self.metrics.ttfb.observe(ctx.ttfb)
+        ctx.attempts.append(AttemptLog(ref, 200, None, (now - ctx.attempt_started) * 1e3))
         self.metrics.attempts.labels(str(ref), "200").inc()
         headers = ctx.base_headers()
         provider = resp.headers.get("x-inference-provider")
@@ -371,7 +375,9 @@ class ChatProxy:
         self, ctx: ChatContext, ref: ModelRef, resp: aiohttp.ClientResponse
     ) -> web.StreamResponse:
         ctx.served = ref
-        ctx.attempts.append(AttemptLog(ref, 200, None, (time.monotonic() - ctx.started) * 1e3))
+        ctx.attempts.append(
+            AttemptLog(ref, 200, None, (time.monotonic() - ctx.attempt_started) * 1e3)
+        )
         self.metrics.attempts.labels(str(ref), "200").inc()
         headers = ctx.base_headers()
         headers["Content-Type"] = "text/event-stream"
@@ -396,7 +402,8 @@ class ChatProxy:
             error=payload["error"]["message"],
         )
         try:
-            await _write(out, b"data: " + wire.dumps(payload) + b"\n\n")
+            event = _redact(ctx, wire.dumps(payload))
+            await _write(out, b"data: " + event + b"\n\n")
             await out.write_eof()
         except (_ClientGone, ConnectionError, RuntimeError):
             ctx.outcome = "client_closed"
@@ -415,7 +422,7 @@ class ChatProxy:
             headers.update(extra)
         return web.Response(
             status=status,
-            body=wire.dumps(payload),
+            body=_redact(ctx, wire.dumps(payload)),
             headers=headers,
             content_type="application/json",
         )
@@ -506,6 +513,12 @@ async def _write(out: web.StreamResponse, data: bytes) -> None:
         await out.write(data)
     except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
         raise _ClientGone from exc
+
+
+def _redact(ctx: ChatContext, body: bytes) -> bytes:
+    """An error body without the tokens: the router's own words are passed on, and a router
+    (or a provider behind it) may quote the key it was sent."""
+    return SecretRedactor(ctx.settings.secrets()).redact(body.decode()).encode()
 
 
 def _stream_error(message: str) -> dict[str, Any]:

@@ -812,6 +812,21 @@ async def test_a_client_disconnect_cancels_the_upstream_request(
     assert seen_at - closed_at < 1.0
 
 
+async def test_a_client_giving_up_before_the_answer_cancels_the_upstream_request(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    router.script(A, Reply(delay_first_byte=20))
+    timeouts = {**FAST, "firstTokenSeconds": 30}
+    async with serve(isolated_home, router, timeouts=timeouts) as (client, _, _):
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            await client.chat.completions.create(model="coderclaw", messages=MESSAGES, timeout=0.3)
+        model, seen_at = await router.wait_disconnect(1.0)
+    assert model == A
+    assert seen_at - started < 1.3
+    assert router.count(B) == 0
+
+
 # -- model resolution ------------------------------------------------------------------------
 
 
