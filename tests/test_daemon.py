@@ -199,7 +199,7 @@ async def test_sigterm_lets_a_stream_in_flight_finish_refuses_new_connections_an
         assert resp.status == 200
         assert await read_event(resp, result) is not None
         gw.send(signal.SIGTERM)
-        await gw.wait_event("gateway_draining")
+        await gw.wait_event("gateway_draining")  # logged once the listener is closed
         assert not await port_open(port), "a new connection was accepted while draining"
         await read_rest(resp, result)
         assert result.done and result.complete, result.events
@@ -229,7 +229,7 @@ async def test_a_stream_longer_than_the_grace_period_is_cut_with_an_sse_error_ev
         assert "shutting down" in error["error"]["message"]
         assert json.loads(result.events[-1]) == error  # the error is the last event
         assert result.complete, "the cut stream should still end its body cleanly"
-        assert 0.8 < cut_after < 2.0, cut_after
+        assert 0.8 < cut_after < 1.9, cut_after  # at the end of the grace, not twice it
         assert await gw.wait_exit(timeout=3) == 0
 
 

@@ -35,7 +35,8 @@ from gateway.settings import Settings, load_settings
 log = get_logger("gateway.daemon")
 
 CONFIG_POLL_SECONDS = 1.0
-# After the grace period: how long cancelled requests get to write their last bytes.
+# After the grace period: how long cancelled requests get to write their last bytes. A stop
+# takes at most drainSeconds + 2 * CANCEL_SECONDS; the unit's TimeoutStopSec must exceed it.
 CANCEL_SECONDS = 1.0
 
 
@@ -144,7 +145,6 @@ class Daemon:
         """Stop accepting; give requests in flight the grace period; cancel what is left."""
         grace = self.state.settings.config.gateway.drain_seconds
         self.notifier.stopping()
-        log.info("gateway_draining", grace_s=grace, streams=self.state.open_streams)
         self.state.draining = True
         if self.state.proxy is not None:
             self.state.proxy.draining = True
@@ -152,6 +152,7 @@ class Daemon:
             await site.stop()
         if runner.server is not None:
             runner.server.pre_shutdown()  # keep-alive connections take no further request
+        log.info("gateway_draining", grace_s=grace, streams=self.state.open_streams)
         pending = set(self._requests)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=grace)
@@ -217,6 +218,8 @@ class Daemon:
                 log.error("config_reload_failed", reason=reason, error=str(exc), kept="previous")
                 self.notifier.ready("reload failed; serving the previous config")
                 return False
+            if self.stop.is_set():  # stopped while loading: READY=1 now would confuse systemd
+                return False
             self._apply(new, reason)
             return True
 
@@ -232,6 +235,8 @@ class Daemon:
         self.state.apply_settings(new)
         cfg = new.config.logging
         setup_logging(cfg.level, cfg.format, new.secrets())
+        for warning in new.warnings:
+            log.warning("settings_warning", detail=warning)
         log.info(
             "config_reloaded",
             reason=reason,
