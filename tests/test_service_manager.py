@@ -30,6 +30,7 @@ from tests.conftest import clean_env
 from tests.fake_service_manager import FakeManagers, make_fake_managers
 
 TOKEN = "hf_ServiceTestTokenDoNotLeak0123456789"
+GATEWAY_TOKEN = "gw-ServiceTestGatewayTokenDoNotLeak"
 UNIT_REL = f".config/systemd/user/{UNIT_NAME}"
 PLIST_REL = f"Library/LaunchAgents/{LAUNCHD_LABEL}.plist"
 TARGET = f"gui/{os.getuid()}/{LAUNCHD_LABEL}"
@@ -44,7 +45,7 @@ def fakes(tmp_path: Path) -> FakeManagers:
 def env(isolated_home: Path, state_dir: Path, fakes: FakeManagers) -> dict[str, str]:
     """A child environment: the fakes first on PATH, a token in the env and in $STATE/.env."""
     dotenv = state_dir / ".env"
-    dotenv.write_text(f"HF_TOKEN={TOKEN}\n")
+    dotenv.write_text(f"HF_TOKEN={TOKEN}\nCODERCLAW_GATEWAY_TOKEN={GATEWAY_TOKEN}\n")
     dotenv.chmod(0o600)
     child = clean_env(
         isolated_home,
@@ -77,11 +78,14 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 
 def assert_no_token_outside_env_file(home: Path, fakes: FakeManagers) -> None:
-    for rel, data in files_under(home).items():
-        if rel != ".coderclaw/.env":
-            assert TOKEN.encode() not in data, rel
-    for seen in fakes.envs():
-        assert TOKEN not in json.dumps(seen)
+    """Neither the HF token nor the gateway token is in any file but .env, nor in the
+    environment of any systemctl/loginctl/launchctl run."""
+    for secret in (TOKEN, GATEWAY_TOKEN):
+        for rel, data in files_under(home).items():
+            if rel != ".coderclaw/.env":
+                assert secret.encode() not in data, rel
+        for seen in fakes.envs():
+            assert secret not in json.dumps(seen)
 
 
 def expected_unit(home: Path, port: int | None = None) -> str:
@@ -208,6 +212,15 @@ def test_reinstall_same_unit_is_idempotent_and_a_different_one_needs_force(
     assert forced.returncode == 0, forced.stderr
     assert (isolated_home / UNIT_REL).read_text() == expected_unit(isolated_home, 18801)
     assert ["systemctl", "--user", "restart", UNIT_NAME] in fakes.calls()
+
+
+def test_port_given_to_the_gateway_group_reaches_install(
+    env: dict[str, str], isolated_home: Path
+) -> None:
+    """`coderclaw gateway --port N install` installs with --port N, like `install --port N`."""
+    proc = cli(env, "--port", "18803", "install")
+    assert proc.returncode == 0, proc.stderr
+    assert (isolated_home / UNIT_REL).read_text() == expected_unit(isolated_home, 18803)
 
 
 def test_install_rolls_back_when_no_user_manager_answers(
