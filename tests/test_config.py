@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,14 @@ def test_duplicate_refs_in_the_chain_are_dropped(tmp_path: Path, isolated_home: 
     )
     settings = load_settings({"HOME": str(isolated_home), "CODERCLAW_CONFIG_PATH": str(path)})
     assert [str(r) for r in settings.chain] == [QWEN8, "huggingface/a/b"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file whatever its mode")
+def test_a_config_without_read_permission_exits_78(tmp_path: Path, isolated_home: Path) -> None:
+    """chmod 000 on the config: one message naming the file and the reason (non-root runs)."""
+    path = tmp_path / "c.json5"
+    path.write_text("{}")
+    path.chmod(0)
+    with pytest.raises(ConfigError, match="cannot read the config file: Permission denied") as info:
+        load_settings({"HOME": str(isolated_home), "CODERCLAW_CONFIG_PATH": str(path)})
+    assert info.value.file == str(path)
