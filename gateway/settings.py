@@ -313,6 +313,8 @@ def load_settings(
         )
         gateway_token = Secret(gw_raw)
 
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port} is not a port number (1-65535)", hint="pass 1-65535")
     final_port = port if port is not None else _env_port(env) or config.gateway.port
     bind_mode = bind or config.gateway.bind
     final_host = host or (config.gateway.host if bind_mode == "custom" else None)

@@ -606,6 +606,13 @@ def test_a_bad_gateway_port_variable_is_a_config_error(bad: str, isolated_home: 
     assert info.value.hint == "fix or unset CODERCLAW_GATEWAY_PORT"
 
 
+@pytest.mark.parametrize("bad", [0, 65536, -5])
+def test_a_bad_port_argument_is_a_config_error(bad: int, isolated_home: Path) -> None:
+    """--port outside 1-65535 is refused like the variable."""
+    with pytest.raises(ConfigError, match=f"--port {bad} is not a port number"):
+        load_settings(_env(isolated_home), port=bad)
+
+
 # ------------------------------------------------------------------------------------- bind
 
 
