@@ -3,8 +3,9 @@
 Each fake appends ``{"argv": [name, *args], "env": {...}}`` to ``calls.jsonl`` in its directory
 and answers like the real tool for the commands the gateway uses, with a little state
 (``state.json``): ``enable --now``/``start`` make the systemd unit active, ``stop``/``disable
---now`` inactive; ``bootstrap`` loads the launchd job, ``bootout`` unloads it. ``overrides.json``
-maps a command-line prefix (``"systemctl --user daemon-reload"``) to a forced reply
+--now`` inactive; ``enable``/``disable`` add/remove its ``default.target.wants`` link;
+``bootstrap`` loads the launchd job, ``bootout`` unloads it. ``overrides.json`` maps a
+command-line prefix (``"systemctl --user daemon-reload"``) to a forced reply
 ``{"rc": 1, "stdout": "", "stderr": "..."}``.
 """
 
@@ -53,7 +54,16 @@ if name == "systemctl":
     if verb == "stop" or (verb == "disable" and "--now" in args):
         state["active"] = False
     if verb in ("enable", "disable"):
+        # Like systemd: enable links the unit into default.target.wants, disable unlinks it.
         state["enabled"] = verb == "enable"
+        units = Path(os.environ["HOME"]) / ".config/systemd/user"
+        link = units / "default.target.wants" / args[-1]
+        if verb == "enable":
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(units / args[-1])
+        else:
+            link.unlink(missing_ok=True)
     save()
     if verb == "show":
         active = state.get("active", False)

@@ -32,6 +32,7 @@ from tests.fake_service_manager import FakeManagers, make_fake_managers
 TOKEN = "hf_ServiceTestTokenDoNotLeak0123456789"
 GATEWAY_TOKEN = "gw-ServiceTestGatewayTokenDoNotLeak"
 UNIT_REL = f".config/systemd/user/{UNIT_NAME}"
+WANTS_REL = f".config/systemd/user/default.target.wants/{UNIT_NAME}"
 PLIST_REL = f"Library/LaunchAgents/{LAUNCHD_LABEL}.plist"
 TARGET = f"gui/{os.getuid()}/{LAUNCHD_LABEL}"
 
@@ -70,10 +71,13 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def files_under(root: Path) -> dict[str, bytes]:
+    """Every file and symlink under ``root``: content, or ``-> target`` for a link."""
     return {
-        str(p.relative_to(root)): p.read_bytes()
+        str(p.relative_to(root)): f"-> {os.readlink(p)}".encode()
+        if p.is_symlink()
+        else p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
+        if p.is_file() or p.is_symlink()
     }
 
 
@@ -149,7 +153,7 @@ def test_install_writes_the_unit_reloads_enables_and_hints_lingering(
         ["loginctl", "show-user", "tester", "-p", "Linger"],
     ]
     after = files_under(isolated_home)
-    assert set(after) - set(before) == {UNIT_REL}
+    assert set(after) - set(before) == {UNIT_REL, WANTS_REL}
     assert {k: v for k, v in after.items() if k in before} == before
     assert after[UNIT_REL].decode() == expected_unit(isolated_home, port=18800)
     assert "loginctl enable-linger tester" in proc.stdout
@@ -279,6 +283,21 @@ def test_uninstall_removes_exactly_what_install_wrote(
         ["systemctl", "--user", "disable", "--now", UNIT_NAME],
         ["systemctl", "--user", "daemon-reload"],
     ]
+    assert files_under(isolated_home) == before
+
+
+def test_uninstall_without_a_user_manager_still_removes_the_unit_and_its_link(
+    env: dict[str, str], isolated_home: Path, fakes: FakeManagers
+) -> None:
+    """When systemctl cannot disable (no user bus), uninstall still removes the unit and the
+    default.target.wants link enable made, warns, and leaves HOME as before install."""
+    before = files_under(isolated_home)
+    assert cli(env, "install").returncode == 0
+    assert (isolated_home / WANTS_REL).is_symlink()
+    fakes.override("systemctl --user", rc=1, stderr="Failed to connect to bus: No medium found")
+    proc = cli(env, "uninstall")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: `systemctl --user disable --now" in proc.stdout
     assert files_under(isolated_home) == before
 
 

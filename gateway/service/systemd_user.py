@@ -98,6 +98,10 @@ class SystemdUser:
                 f"{first_line(proc.stderr or proc.stdout)}"
             )
         self.path.unlink()
+        # What `enable` linked; `disable` removes it, unless it could not reach the manager.
+        wants = self.path.parent / "default.target.wants" / UNIT_NAME
+        if wants.is_symlink():
+            wants.unlink()
         lines.append(f"stopped and disabled {UNIT_NAME}; removed {self.path}")
         reload = self.runner.run("systemctl", "--user", "daemon-reload")
         if reload.returncode != 0:
