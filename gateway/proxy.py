@@ -316,9 +316,14 @@ class ChatProxy:
         except TimeoutError:
             if out is None:
                 return _Failed(None, Failure.TIMEOUT, "no chunk before the first-token timeout")
-            await self._send_error(
-                out, _stream_error("the upstream stream stalled past the idle timeout"), ctx
-            )
+            if loop.time() >= total_deadline:
+                message = (
+                    "the request used up the gateway's time budget mid-stream "
+                    "(gateway.timeouts.totalSeconds)"
+                )
+            else:
+                message = "the upstream stream stalled past the idle timeout"
+            await self._send_error(out, _stream_error(message), ctx)
             return out
         except (aiohttp.ClientError, ConnectionError) as exc:
             if out is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -549,6 +550,24 @@ async def test_a_stream_failing_after_its_first_chunk_raises_in_the_sdk(
     assert router.count(B) == 0  # committed: no failover after the first chunk
 
 
+async def test_the_time_budget_ends_a_long_stream_honestly(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    router.script(A, Reply(chunks=10, chunk_delay=0.2))
+    timeouts = {**FAST, "idleSeconds": 5, "totalSeconds": 1}
+    async with serve(isolated_home, router, timeouts=timeouts) as (client, _, _):
+        stream = await client.chat.completions.create(
+            model="coderclaw", messages=MESSAGES, stream=True
+        )
+        started = time.monotonic()
+        with pytest.raises(openai.APIError) as info:
+            async for _ in stream:
+                pass
+        elapsed = time.monotonic() - started
+    assert "totalSeconds" in info.value.message
+    assert elapsed < 1.5
+
+
 async def test_a_finished_stream_without_done_ends_normally(
     isolated_home: Path, router: FakeRouter
 ) -> None:
@@ -664,6 +683,86 @@ async def test_tool_calls_pass_through(isolated_home: Path, router: FakeRouter) 
     assert call.function.name == "get_weather"
     assert call.function.arguments == '{"city": "Paris", "unit": "celsius"}'
     assert completion.choices[0].finish_reason == "tool_calls"
+
+
+def _events(body: bytes) -> list[Any]:
+    """The JSON events of an SSE body, without the fields that differ per request."""
+    out = []
+    for block in body.split(b"\n\n"):
+        if block.startswith(b"data: {"):
+            event = json.loads(re.sub(rb'"call_[0-9a-f]+"', b'"call_X"', block[6:]))
+            for key in ("id", "created", "model"):
+                event.pop(key, None)
+            out.append(event)
+    return out
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(reasoning="reasoning_content", usage="separate"),
+        Reply(reasoning="reasoning", tool_calls=True, chunks=4),
+        Reply(provider="hf-inference", usage="none"),
+    ],
+    ids=["reasoning_content", "reasoning-tools", "tgi"],
+)
+async def test_stream_events_pass_through_untouched_but_for_the_model(
+    isolated_home: Path, router: FakeRouter, reply: Reply
+) -> None:
+    """Each event the client gets is the upstream's, field for field; only ``model`` differs."""
+    reply.repeat = True
+    router.script(A, reply)
+    body = {
+        "model": A,
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    async with serve(isolated_home, router) as (_, _, base):
+        _, through = await raw_sse(base, body)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{router.base_url}/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as resp,
+        ):
+            direct = await resp.read()
+    assert _events(through) == _events(direct)
+    assert len(_events(through)) >= 4
+    models = {json.loads(b[6:])["model"] for b in through.split(b"\n\n") if b[6:7] == b"{"}
+    assert models == {REF_A}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(reasoning="reasoning_content"), Reply(reasoning="reasoning", tool_calls=True)],
+    ids=["reasoning_content", "reasoning-tools"],
+)
+async def test_a_plain_body_passes_through_untouched_but_for_the_model(
+    isolated_home: Path, router: FakeRouter, reply: Reply
+) -> None:
+    reply.repeat = True
+    router.script(A, reply)
+    body = {"model": A, "messages": MESSAGES, "tools": TOOLS}
+    async with (
+        serve(isolated_home, router) as (_, _, base),
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.post(f"{base}/chat/completions", json=body) as resp:
+            through = await resp.read()
+        async with session.post(
+            f"{router.base_url}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp:
+            direct = await resp.read()
+    [got] = _events(b"data: " + through)
+    [want] = _events(b"data: " + direct)
+    assert got == want
+    assert json.loads(through)["model"] == REF_A
+    assert json.loads(through)["choices"][0]["seed"] == 3629048360264764400  # exact
 
 
 @pytest.mark.parametrize("stream", [False, True])
