@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -53,5 +56,37 @@ class Metrics:
             "coderclaw_catalog_age_seconds", "Age of the last good discovery (-1: none)", registry=r
         )
 
+        self.asyncio_tasks = Gauge(
+            "coderclaw_asyncio_tasks", "asyncio tasks alive in the gateway's loop", registry=r
+        )
+        self.upstream_connections = Gauge(
+            "coderclaw_upstream_connections",
+            "Upstream pool connections: active (serving a request) or idle (kept alive)",
+            ["state"],
+            registry=r,
+        )
+
+    def observe_process(self, connector: aiohttp.BaseConnector | None) -> None:
+        """Set the process gauges (tasks, upstream connections) as they are now."""
+        self.asyncio_tasks.set(len(asyncio.all_tasks()))
+        active, idle = upstream_connection_counts(connector)
+        self.upstream_connections.labels("active").set(active)
+        self.upstream_connections.labels("idle").set(idle)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def upstream_connection_counts(connector: aiohttp.BaseConnector | None) -> tuple[int, int]:
+    """(active, idle) connections of an aiohttp connector.
+
+    aiohttp has no public count of a pool's connections; these are its private ``_acquired``
+    (handed out to a response) and ``_conns`` (idle keep-alive connections, per host) as of
+    aiohttp 3.14. An idle entry whose peer has already closed it holds no socket: not counted.
+    """
+    if connector is None or connector.closed:
+        return 0, 0
+    active = len(getattr(connector, "_acquired", ()))
+    pools = getattr(connector, "_conns", {})
+    idle = sum(1 for pool in pools.values() for proto, _ in pool if proto.is_connected())
+    return active, idle

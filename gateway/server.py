@@ -328,6 +328,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     m = state.metrics
     now = time.monotonic()
     m.cooling_models.set(len(state.cooldowns.cooling(now)))
+    m.observe_process(state.session.connector if state.session is not None else None)
     if state.refresher is not None:
         m.catalog_models.set(len(state.refresher.catalog))
         age = state.refresher.age_seconds()
