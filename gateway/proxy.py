@@ -199,7 +199,7 @@ class ChatProxy:
             async with resp:
                 if resp.status != 200:
                     async with asyncio.timeout_at(first_deadline):
-                        raw = await resp.content.read(MAX_ERROR_BODY)
+                        raw = await _read_capped(resp.content, MAX_ERROR_BODY)
                     message, type_, code = wire.parse_upstream_error(resp.status, raw)
                     return _Failed(
                         resp.status,
@@ -511,6 +511,20 @@ class ChatProxy:
 
 class _ClientGone(Exception):
     """The client closed its connection while we were writing to it."""
+
+
+async def _read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to ``limit`` bytes; ``read(n)`` alone stops at the first piece that came,
+    and an error body cut there loses the ``code`` that decides failover."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        piece = await content.read(limit - size)
+        if not piece:
+            break
+        parts.append(piece)
+        size += len(piece)
+    return b"".join(parts)
 
 
 async def _write(out: web.StreamResponse, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from aiohttp import web
 
 from gateway.observe import setup_logging
 from gateway.server import GatewayState
@@ -474,3 +476,81 @@ async def test_the_log_line_of_a_request(
     assert entry["attempts"][2]["ms"] < 300  # the serving attempt alone, not the whole request
     assert entry["completion_tokens"] == 3
     assert entry["prompt_tokens"] == 2
+
+
+# -- an upstream that writes its answers in pieces -------------------------------------------
+
+
+class PiecemealRouter:
+    """A router stand-in whose error bodies arrive in several pieces (chunked), like a proxy
+    that flushes as it goes; model-b answers normally. Only what the harness needs."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.base_url = ""
+        self.sent: list[str] = []
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> PiecemealRouter:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self.base_url = f"{self.url}/v1"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.sent.append(body["model"])
+        if body["model"] == B:
+            return web.json_response(
+                {
+                    "object": "chat.completion",
+                    "model": B,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "ok"},
+                        }
+                    ],
+                }
+            )
+        error = {
+            "error": {
+                "message": f"The requested model '{body['model']}' is not supported by any "
+                "provider you have enabled.",
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "model_not_supported",
+            }
+        }
+        raw = json.dumps(error).encode()
+        resp = web.StreamResponse(status=400)
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        for i in range(0, len(raw), 40):
+            await resp.write(raw[i : i + 40])
+            await asyncio.sleep(0.02)
+        await resp.write_eof()
+        return resp
+
+
+async def test_an_error_body_in_pieces_is_read_whole(isolated_home: Path) -> None:
+    """The code of a 400 decides failover: the whole body is read, not its first piece."""
+    async with (
+        PiecemealRouter() as upstream,
+        run_gateway(isolated_home, upstream, timeouts=FAST) as (base, _),  # type: ignore[arg-type]
+        aiohttp.ClientSession() as session,
+        session.post(f"{base}/chat/completions", json=CHAT) as r,
+    ):
+        assert r.status == 200
+        assert r.headers["x-coderclaw-attempts"] == f"{REF_A}=400,{REF_B}=200"
+    assert upstream.sent == [A, B]
