@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -17,40 +18,41 @@ _HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{6,}")
 
 
 class SecretRedactor:
-    """A structlog processor: every known secret (and anything shaped like an HF token) is masked.
+    """Masks every known secret (and anything shaped like an HF token) in rendered log text.
 
-    The known secrets can be replaced at run time (config reload) with ``set``.
+    It wraps the final renderer, so it sees each line once, whole: values, free text and
+    formatted tracebacks alike, at the cost of a few substring checks per line. The known
+    secrets can be replaced at run time (config reload) with ``set``.
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.set(secrets)
 
     def set(self, secrets: Iterable[str]) -> None:
-        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        forms = set()
+        for secret in secrets:
+            if secret:
+                forms.add((secret, mask(secret)))
+                escaped = json.dumps(secret)[1:-1]  # how the JSON renderer writes it
+                if escaped != secret:
+                    forms.add((escaped, mask(secret)))
+        self._secrets = tuple(sorted(forms, key=lambda f: len(f[0]), reverse=True))
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret, masked in self._secrets:
             if secret in text:
-                text = text.replace(secret, mask(secret))
-        return _HF_TOKEN.sub(lambda m: mask(m.group(0)), text)
+                text = text.replace(secret, masked)
+        if "hf_" in text:
+            text = _HF_TOKEN.sub(lambda m: mask(m.group(0)), text)
+        return text
 
-    def _clean(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.redact(value)
-        if isinstance(value, dict):
-            return {k: self._clean(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._clean(v) for v in value]
-        if isinstance(value, int | float | bool) or value is None:
-            return value
-        return self.redact(str(value))
+    def wrap(self, renderer: Any) -> Any:
+        """A renderer that renders with ``renderer`` and then redacts the line."""
 
-    def __call__(
-        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        for key, value in event_dict.items():
-            event_dict[key] = self._clean(value)
-        return event_dict
+        def render(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+            return self.redact(renderer(logger, method, event_dict))
+
+        return render
 
 
 REDACTOR = SecretRedactor()
@@ -81,13 +83,12 @@ def setup_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            REDACTOR,
-            renderer,
+            REDACTOR.wrap(renderer),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.WriteLoggerFactory(out),
         # Not cached: a reload calls this again and its new level must reach every logger.
         cache_logger_on_first_use=False,
     )
