@@ -136,6 +136,7 @@ class ChatProxy:
         plan = plan_chain(ctx.chain, self.cooldowns, time.monotonic())
         for ref in plan:
             tries = 0
+            model_started = time.monotonic()
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -173,7 +174,9 @@ class ChatProxy:
                     if wait > 0:
                         await asyncio.sleep(wait)
                     continue
-                self.cooldowns.fail(ref, time.monotonic(), result.retry_after)
+                self.cooldowns.fail(
+                    ref, time.monotonic(), result.retry_after, started=model_started
+                )
                 break
         return self._exhausted(ctx, last, budget_spent=False)
 

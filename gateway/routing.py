@@ -125,6 +125,7 @@ def cooldown_seconds(consecutive_failures: int, retry_after: float | None = None
 class _Cooling:
     until: float
     failures: int
+    since: float  # when this cooldown began
 
 
 class Cooldowns:
@@ -133,12 +134,28 @@ class Cooldowns:
     def __init__(self) -> None:
         self._state: dict[ModelRef, _Cooling] = {}
 
-    def fail(self, ref: ModelRef, now: float, retry_after: float | None = None) -> float:
-        """Record that ``ref`` used up its attempts; returns when its cooldown ends."""
+    def fail(
+        self,
+        ref: ModelRef,
+        now: float,
+        retry_after: float | None = None,
+        *,
+        started: float | None = None,
+    ) -> float:
+        """Record that ``ref`` used up its attempts; returns when its cooldown ends.
+
+        ``started`` is when the request began trying ``ref``. A request that set out before the
+        current cooldown began met the same outage as the one that started it (many requests
+        are in flight at once): it does not double the cooldown, though a longer Retry-After
+        still extends it.
+        """
         prev = self._state.get(ref)
+        if prev is not None and prev.until > now and started is not None and started < prev.since:
+            prev.until = max(prev.until, now + (retry_after or 0.0))
+            return prev.until
         failures = prev.failures + 1 if prev else 1
         until = now + cooldown_seconds(failures, retry_after)
-        self._state[ref] = _Cooling(until, failures)
+        self._state[ref] = _Cooling(until, failures, now)
         return until
 
     def succeed(self, ref: ModelRef) -> None:

@@ -260,6 +260,23 @@ async def test_a_failed_model_cools_down_then_comes_back_by_itself(
     assert router.count(A) == 4
 
 
+async def test_one_outage_met_by_many_requests_cools_the_model_10_s_not_60(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    router.script(A, Reply(status=503, delay_first_byte=0.2, retry_after="0", repeat=True))
+    async with serve(isolated_home, router) as (client, state, _):
+        answers = await asyncio.gather(
+            *(
+                client.chat.completions.create(model="coderclaw", messages=MESSAGES)
+                for _ in range(8)
+            )
+        )
+        now = time.monotonic()
+        until = state.cooldowns.cooling_until(parse_ref(REF_A), now)
+    assert {a.model for a in answers} == {REF_B}
+    assert until is not None and until - now <= 10
+
+
 async def test_when_every_model_cools_the_soonest_to_end_is_tried(
     isolated_home: Path, router: FakeRouter
 ) -> None:

@@ -215,6 +215,35 @@ def test_cooldown_a_longer_retry_after_wins() -> None:
     assert cd.fail(B, 0.0, retry_after=3.0) == 10.0
 
 
+@pytest.mark.parametrize(
+    ("started", "now", "retry_after", "until"),
+    [
+        (99.0, 101.0, None, 110.0),  # in flight before the cooldown began: same outage
+        (99.0, 101.0, 30.0, 131.0),  # ... though a longer Retry-After extends it
+        (99.0, 101.0, 5.0, 110.0),
+        (100.5, 101.0, None, 121.0),  # set out while it cooled (all were cooling): doubles
+        (None, 101.0, None, 121.0),  # no start given: counts
+        (99.0, 111.0, None, 131.0),  # the cooldown is over: a new failure, doubled
+    ],
+)
+def test_a_failure_already_in_flight_does_not_double_the_cooldown(
+    started: float | None, now: float, retry_after: float | None, until: float
+) -> None:
+    cd = Cooldowns()
+    assert cd.fail(A, 100.0, started=95.0) == 110.0
+    assert cd.fail(A, now, retry_after, started=started) == until
+    assert cd.cooling_until(A, now) == until
+
+
+def test_concurrent_failures_then_a_real_second_one() -> None:
+    """Ten requests in flight when a model fails cool it 10 s; failing again afterwards, 20 s."""
+    cd = Cooldowns()
+    for i in range(10):
+        cd.fail(A, 100.0 + i * 0.01, started=99.0)
+    assert cd.cooling_until(A, 101.0) == 110.0
+    assert cd.fail(A, 112.0, started=111.0) == 132.0
+
+
 def test_cooldowns_are_per_ref_and_a_suffix_is_another_ref() -> None:
     cd = Cooldowns()
     cd.fail(A, 0.0)
