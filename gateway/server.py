@@ -21,6 +21,7 @@ from gateway.observe import REDACTOR, get_logger
 from gateway.openapi import openapi_handler
 from gateway.proxy import ChatContext, ChatProxy
 from gateway.refs import ModelRef, is_chain_name, parse_ref, resolve_model
+from gateway.request_body import read_body
 from gateway.routing import Cooldowns, request_chain
 from gateway.settings import Settings
 from gateway.upstream import Upstream, new_session
@@ -158,7 +159,22 @@ def _bad_request(request: web.Request, message: str, param: str | None = None) -
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     settings = state.settings
-    raw = await request.read()
+    timeouts = settings.config.gateway.timeouts
+    try:
+        raw = await read_body(
+            request, idle_s=timeouts.idle_seconds, total_s=timeouts.total_seconds
+        )
+    except TimeoutError:
+        response = json_error(
+            408,
+            "the request body did not arrive in time (gateway.timeouts.idleSeconds between "
+            "bytes, totalSeconds in all); send it again",
+            "invalid_request_error",
+            "request_timeout",
+            headers={"x-request-id": request[REQUEST_ID]},
+        )
+        response.force_close()  # Connection: close; aiohttp drops the rest of the body
+        return response
     try:
         body = wire.loads(raw)
     except ValueError as exc:
