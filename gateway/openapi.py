@@ -51,10 +51,7 @@ _CHAT_RESPONSES: dict[str, Any] = {
         },
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletion"}},
-            "text/event-stream": {
-                "schema": {"type": "string"},
-                "description": "`data: <chat.completion.chunk JSON>` events, then `data: [DONE]`",
-            },
+            "text/event-stream": {"schema": {"$ref": "#/components/schemas/StreamEvent"}},
         },
     },
     "400": _error_response("The body is not a valid chat completion request"),
@@ -267,6 +264,19 @@ SPEC: dict[str, Any] = {
                     "model": {"type": "string", "description": "The ref that served it"},
                     "choices": {"type": "array"},
                     "usage": {"type": ["object", "null"]},
+                },
+            },
+            "StreamEvent": {
+                "description": "One server-sent event (OpenAPI 3.1 describes each event of a "
+                "stream): `data` is a chat.completion.chunk JSON, an `{error}` JSON that ends a "
+                "failed stream, or `[DONE]` after the last chunk of a complete one",
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {"type": "string", "minLength": 1},
+                    "event": {"type": "string"},
+                    "id": {"type": "string"},
+                    "retry": {"type": "integer"},
                 },
             },
             "Model": {

@@ -9,6 +9,7 @@ did); never a 500, never a stack trace, and the gateway still answers afterwards
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import socket
@@ -329,6 +330,24 @@ def test_after_the_onslaught_the_gateway_is_healthy_and_still_serves(gw: Threade
     )
     check_answer(answer)
     assert answer.status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (gzip.compress(b'{"messages": [{"role": "user", "content": "hi"}]}'), 200),
+        (b"this is not gzip data", 400),
+        # A gzip bomb: 50 MB of spaces in 50 KB; the limit counts the decompressed bytes.
+        (gzip.compress(b"[" + b" " * 50_000_000 + b"]"), 413),
+    ],
+    ids=["gzip", "not-gzip", "gzip-bomb"],
+)
+def test_a_gzip_body_is_decoded_within_max_body_bytes_and_bad_gzip_is_a_400(
+    gw: ThreadedGateway, body: bytes, status: int
+) -> None:
+    answer = send(gw, body, authed(**{"Content-Encoding": "gzip"}))
+    check_answer(answer)
+    assert answer.status == status
 
 
 def test_a_lone_surrogate_escape_is_passed_on_as_the_same_escape(gw: ThreadedGateway) -> None:
