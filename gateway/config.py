@@ -89,7 +89,9 @@ class GatewaySection(_Section):
     retries: int = Field(1, ge=0, le=10)
     max_retry_wait_seconds: float = Field(10.0, ge=0)
     limits: Limits = Limits()
-    drain_seconds: float = Field(10.0, ge=0)
+    # At most 25: the service's stop timeout (TimeoutStopSec, ExitTimeOut) is 30 s and the
+    # drain takes up to drainSeconds + 2 s.
+    drain_seconds: float = Field(10.0, ge=0, le=25)
 
 
 class ShellEnv(_Section):
@@ -129,6 +131,11 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def read_config_text(path: Path) -> str | None:
     """The file's text, None when it does not exist; a ``ConfigError`` when it cannot be read."""
     try:
+        if path.exists() and not path.is_file() and not path.is_dir():
+            # A FIFO or a device: reading it could block the start or a reload for ever.
+            raise ConfigError(
+                "is not a regular file", file=str(path), hint="replace it with a config file"
+            )
         data = path.read_bytes()
     except FileNotFoundError:
         return None
@@ -159,6 +166,10 @@ def parse_json5(text: str, file: str) -> dict[str, Any]:
     """Parse JSON5 text into a dict, or raise a ``ConfigError`` with the line."""
     try:
         data = json5.loads(text) if text.strip() else {}
+    except RecursionError:
+        raise ConfigError(
+            "the file is nested too deeply to be a config", file=file, hint="fix the file"
+        ) from None
     except ValueError as exc:
         if _only_comments(text):
             return {}
