@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from gateway.config import (
     Config,
@@ -142,7 +142,7 @@ def read_env_file(path: Path) -> dict[str, str]:
             return {}
         with path.open(encoding="utf-8-sig") as fh:
             # No ${VAR} expansion: it would read os.environ and break single-quoted values.
-            values = dotenv_values(stream=fh, interpolate=False)
+            bindings = list(parse_stream(fh))
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
@@ -150,7 +150,17 @@ def read_env_file(path: Path) -> dict[str, str]:
             file=str(path),
             hint=f"fix its permissions (chmod 600 {path}) or remove it",
         ) from None
-    return {k: v for k, v in values.items() if v is not None}
+    for binding in bindings:
+        # python-dotenv skips such a line with a warning: an unclosed quote would silently
+        # drop the token. The line's text is not shown: it may hold a secret.
+        if binding.error:
+            raise ConfigError(
+                "this line is not KEY=value (an unclosed quote?)",
+                file=str(path),
+                line=binding.original.line,
+                hint="fix or remove the line; quote values that hold spaces or #",
+            )
+    return {b.key: b.value for b in bindings if b.key is not None and b.value is not None}
 
 
 def read_shell_env(
