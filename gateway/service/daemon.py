@@ -218,6 +218,11 @@ class Daemon:
                 log.error("config_reload_failed", reason=reason, error=str(exc), kept="previous")
                 self.notifier.ready("reload failed; serving the previous config")
                 return False
+            except Exception:
+                # A bug, not a bad file: keep serving the old config and say so loudly.
+                log.exception("config_reload_crashed", reason=reason, kept="previous")
+                self.notifier.ready("reload failed; serving the previous config")
+                return False
             if self.stop.is_set():  # stopped while loading: READY=1 now would confuse systemd
                 return False
             self._apply(new, reason)
