@@ -39,6 +39,7 @@ log = get_logger("gateway.proxy")
 
 SSE_DONE = b"data: [DONE]\n\n"
 MAX_ERROR_BODY = 64 * 1024
+ERROR_WRITE_SECONDS = 2.0
 
 ACCOUNT_MESSAGES = {
     401: (
@@ -272,6 +273,7 @@ class ChatProxy:
         out: web.StreamResponse | None = None
         finished = False
         batch: list[bytes] = []
+        writing = False  # a timeout while writing means the client, not the upstream, stalled
         try:
             async with asyncio.timeout_at(first_deadline) as timer:
                 upstream_ended = False
@@ -302,7 +304,9 @@ class ChatProxy:
                     if batch:
                         if out is None:
                             out = await self._commit(ctx, ref, resp)
+                        writing = True
                         await _write(out, b"".join(batch))
+                        writing = False
                         batch.clear()
                     if out is not None:  # until the first chunk, the first-token deadline holds
                         timer.reschedule(min(loop.time() + idle, total_deadline))
@@ -324,6 +328,8 @@ class ChatProxy:
                     "the request used up the gateway's time budget mid-stream "
                     "(gateway.timeouts.totalSeconds)"
                 )
+            elif writing:
+                message = "the client did not read the stream for the idle timeout"
             else:
                 message = "the upstream stream stalled past the idle timeout"
             await self._send_error(out, _stream_error(message), ctx)
@@ -410,9 +416,15 @@ class ChatProxy:
             error=payload["error"]["message"],
         )
         try:
-            event = _redact(ctx, wire.dumps(payload))
-            await _write(out, b"data: " + event + b"\n\n")
-            await out.write_eof()
+            # Bounded: a client that stopped reading must not hold this handler forever.
+            async with asyncio.timeout(ERROR_WRITE_SECONDS):
+                event = _redact(ctx, wire.dumps(payload))
+                await _write(out, b"data: " + event + b"\n\n")
+                await out.write_eof()
+        except TimeoutError:
+            ctx.outcome = "client_stalled"
+            if ctx.request.transport is not None:
+                ctx.request.transport.abort()
         except (_ClientGone, ConnectionError, RuntimeError):
             ctx.outcome = "client_closed"
 
