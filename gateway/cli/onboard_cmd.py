@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from typing import Any
@@ -19,7 +18,7 @@ from gateway.onboard import (
     run_non_interactive,
     summary_lines,
 )
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, current_environ, load_settings
 
 AUTH_CHOICES = ("huggingface-api-key",)
 
@@ -146,7 +145,7 @@ def onboard(
     token writes nothing; a token that cannot be checked (Hub unreachable) is saved with a
     warning.
     """
-    environ: dict[str, Any] = dict(os.environ)
+    environ: dict[str, Any] = dict(current_environ())
     token_env = dict(environ)
     if api_key and api_key.strip():
         # A config that says apiKey: "${HF_TOKEN}" must load before the token is saved.
