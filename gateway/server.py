@@ -358,17 +358,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     own_session = state.session is None
     session = state.session or new_session()
     state.session = session
-    settings = state.settings
-    hf = settings.config.hf
-    state.refresher = CatalogRefresher(
-        session,
-        base_url=hf.base_url,
-        token=settings.hf_token,
-        interval_s=hf.discovery.refresh_minutes * 60,
-        timeout_s=hf.discovery.timeout_seconds,
-        cache_file=settings.paths.cache_file,
-        enabled=hf.discovery.enabled,
-    )
+    state.refresher = CatalogRefresher.from_settings(session, state.settings)
     state.proxy = ChatProxy(Upstream(session), state.cooldowns, state.metrics)
     state.refresher.start()
     try:
