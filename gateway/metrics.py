@@ -12,6 +12,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[object, ...], Counter] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -72,6 +73,20 @@ class Metrics:
         active, idle = upstream_connection_counts(connector)
         self.upstream_connections.labels("active").set(active)
         self.upstream_connections.labels("idle").set(idle)
+
+    def count_attempt(self, model: str, status: str) -> None:
+        self._inc(self.attempts, model, status)
+
+    def count_request(self, model: str, outcome: str) -> None:
+        self._inc(self.requests, model, outcome)
+
+    def _inc(self, counter: Counter, *labels: str) -> None:
+        # labels() validates and locks on every call; the children are few, so keep them.
+        key = (id(counter), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -154,9 +154,9 @@ class ChatProxy:
                         self.metrics.fallbacks.inc()
                     return result
                 ctx.attempts.append(AttemptLog(ref, result.status, result.failure, elapsed * 1e3))
-                self.metrics.attempts.labels(
+                self.metrics.count_attempt(
                     str(ref), result.failure.value if result.failure else str(result.status)
-                ).inc()
+                )
                 last = result
                 verdict = classify(result.status, code=result.code, failure=result.failure)
                 decision = decide(
@@ -196,32 +196,32 @@ class ChatProxy:
         try:
             # The first-token timeout covers the wait for the status line too: a model that
             # answers nothing at all is as silent as one that sends headers and no chunk.
-            async with asyncio.timeout_at(first_deadline):
+            async with asyncio.timeout_at(first_deadline) as timer:
                 resp = await self.upstream.post_chat(
                     ctx.settings, payload, stream=ctx.stream, client_headers=ctx.request.headers
                 )
-            async with resp:
-                if resp.status != 200:
-                    async with asyncio.timeout_at(first_deadline):
+                async with resp:
+                    if resp.status != 200:
                         raw = await _read_capped(resp.content, MAX_ERROR_BODY)
-                    message, type_, code = wire.parse_upstream_error(resp.status, raw)
-                    return _Failed(
-                        resp.status,
-                        None,
-                        message,
-                        code,
-                        type_,
-                        parse_retry_after(resp.headers.get("Retry-After")),
-                        raw,
-                    )
-                if ctx.stream:
-                    return await self._relay_stream(ctx, ref, resp, first_deadline, remaining)
-                total_deadline = asyncio.get_running_loop().time() + remaining
-                async with asyncio.timeout_at(
-                    min(first_deadline + timeouts.idle_seconds, total_deadline)
-                ):
+                        message, type_, code = wire.parse_upstream_error(resp.status, raw)
+                        return _Failed(
+                            resp.status,
+                            None,
+                            message,
+                            code,
+                            type_,
+                            parse_retry_after(resp.headers.get("Retry-After")),
+                            raw,
+                        )
+                    if ctx.stream:
+                        timer.reschedule(None)  # the relay keeps its own deadlines
+                        return await self._relay_stream(
+                            ctx, ref, resp, first_deadline, remaining
+                        )
+                    total_deadline = asyncio.get_running_loop().time() + remaining
+                    timer.reschedule(min(first_deadline + timeouts.idle_seconds, total_deadline))
                     raw = await resp.read()
-                return self._finish_plain(ctx, ref, resp, raw)
+                    return self._finish_plain(ctx, ref, resp, raw)
         except UpstreamFailure as exc:
             return _Failed(None, exc.failure, exc.message)
         except TimeoutError:
@@ -249,7 +249,7 @@ class ChatProxy:
         ctx.ttfb = now - ctx.started
         self.metrics.ttfb.observe(ctx.ttfb)
         ctx.attempts.append(AttemptLog(ref, 200, None, (now - ctx.attempt_started) * 1e3))
-        self.metrics.attempts.labels(str(ref), "200").inc()
+        self.metrics.count_attempt(str(ref), "200")
         headers = ctx.base_headers()
         provider = resp.headers.get("x-inference-provider")
         if provider:
@@ -392,7 +392,7 @@ class ChatProxy:
         ctx.attempts.append(
             AttemptLog(ref, 200, None, (time.monotonic() - ctx.attempt_started) * 1e3)
         )
-        self.metrics.attempts.labels(str(ref), "200").inc()
+        self.metrics.count_attempt(str(ref), "200")
         headers = ctx.base_headers()
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
@@ -500,7 +500,7 @@ class ChatProxy:
     def _log(self, ctx: ChatContext) -> None:
         total = time.monotonic() - ctx.started
         served = str(ctx.served) if ctx.served else None
-        self.metrics.requests.labels(served or "none", ctx.outcome).inc()
+        self.metrics.count_request(served or "none", ctx.outcome)
         usage = ctx.usage if isinstance(ctx.usage, dict) else {}
         log.info(
             "chat_completion",

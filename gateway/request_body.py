@@ -25,6 +25,11 @@ async def read_body(request: web.Request, *, idle_s: float, total_s: float) -> b
     parts: list[bytes] = []
     size = 0
     try:
+        if request.content.is_eof():  # the usual case: the body came with the headers
+            body = request.content.read_nowait()
+            if limit and len(body) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+            return body
         async with asyncio.timeout(min(idle_s, total_s)) as timer:
             while chunk := await request.content.readany():
                 size += len(chunk)

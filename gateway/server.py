@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ from gateway.proxy import ChatContext, ChatProxy
 from gateway.refs import ModelRef, is_chain_name, parse_ref, resolve_model
 from gateway.request_body import read_body
 from gateway.routing import Cooldowns, request_chain
+from gateway.secret import Secret
 from gateway.settings import Settings
 from gateway.upstream import Upstream, new_session
 
@@ -44,6 +47,8 @@ class GatewayState:
     started: float = field(default_factory=time.time)
     draining: bool = False
     open_streams: int = 0
+    # The task of every request being handled: the daemon's drain waits for or cancels them.
+    in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def apply_settings(self, settings: Settings) -> None:
         """Use ``settings`` for every request from now on (config reload)."""
@@ -89,12 +94,38 @@ _STATUS_TYPES = {
 }
 
 
+_request_ids = itertools.count(1)
+_ID_PREFIX = secrets.token_hex(6)
+
+
+def new_request_id() -> str:
+    """Unique across restarts (a random prefix per process) and cheap (a counter)."""
+    return f"{_ID_PREFIX}{next(_request_ids):08x}"
+
+
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error the app itself raises leaves as an OpenAI-shaped JSON body."""
-    request_id = request.get(REQUEST_ID) or uuid.uuid4().hex
+async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request: an id, a place among the requests in flight (for the drain), the gateway
+    token on ``/v1/*``, and an OpenAI-shaped JSON body for every error the app raises."""
+    request_id = new_request_id()
     request[REQUEST_ID] = request_id
+    state = request.app[STATE]
+    task = asyncio.current_task()
+    if task is not None:
+        state.in_flight.add(task)
     try:
+        token = state.settings.gateway_token
+        if token is not None and request.path.startswith("/v1") and not _authorized(
+            token, request.headers.get("Authorization", "")
+        ):
+            return json_error(
+                401,
+                "missing or wrong gateway token: send Authorization: Bearer <token> "
+                "(gateway.auth.token or CODERCLAW_GATEWAY_TOKEN)",
+                "authentication_error",
+                "invalid_api_key",
+                headers={"x-request-id": request_id},
+            )
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -121,28 +152,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "server_error",
             headers={"x-request-id": request_id},
         )
+    finally:
+        if task is not None:
+            state.in_flight.discard(task)
     if "x-request-id" not in response.headers and not response.prepared:
         response.headers["x-request-id"] = request_id
     return response
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``/v1/*`` needs ``Authorization: Bearer <gateway token>`` when one is configured."""
-    token = request.app[STATE].settings.gateway_token
-    if token is not None and request.path.startswith("/v1"):
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.matches(value.strip()):
-            return json_error(
-                401,
-                "missing or wrong gateway token: send Authorization: Bearer <token> "
-                "(gateway.auth.token or CODERCLAW_GATEWAY_TOKEN)",
-                "authentication_error",
-                "invalid_api_key",
-                headers={"x-request-id": request[REQUEST_ID]},
-            )
-    return await handler(request)
+def _authorized(token: Secret, header: str) -> bool:
+    """``Authorization: Bearer <token>``, compared in constant time."""
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and token.matches(value.strip())
 
 
 def _bad_request(request: web.Request, message: str, param: str | None = None) -> web.Response:
@@ -374,7 +395,7 @@ def make_app(
 ) -> web.Application:
     """The gateway as an aiohttp application (the daemon and the tests both run this)."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[front_door],
         client_max_size=settings.config.gateway.limits.max_body_bytes,
     )
     state = GatewayState(settings=settings, session=session)

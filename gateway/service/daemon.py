@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.observe import get_logger, setup_logging
@@ -86,13 +85,11 @@ class Daemon:
         self.overrides = overrides
         self.notifier = Notifier(settings.env)
         self.app = make_app(settings)
-        self.app.middlewares.insert(0, self._track_request)
         self.state: GatewayState = self.app[STATE]
         self.stop = asyncio.Event()
         self._sigint_count = 0
         self._config_mtime = _mtime(settings.paths.config)
         self._reload_lock = asyncio.Lock()
-        self._requests: set[asyncio.Task[Any]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def serve(self) -> int:
@@ -153,7 +150,7 @@ class Daemon:
         if runner.server is not None:
             runner.server.pre_shutdown()  # keep-alive connections take no further request
         log.info("gateway_draining", grace_s=grace, streams=self.state.open_streams)
-        pending = set(self._requests)
+        pending = set(self.state.in_flight)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=grace)
         if pending:
@@ -162,17 +159,6 @@ class Daemon:
                 task.cancel()
             await asyncio.wait(pending, timeout=CANCEL_SECONDS)
         await runner.cleanup()
-
-    @web.middleware
-    async def _track_request(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Remember the task of each request in flight, so the drain can wait for or cancel it."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._requests.add(task)
-        try:
-            return await handler(request)
-        finally:
-            self._requests.discard(task)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
