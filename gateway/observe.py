@@ -62,34 +62,79 @@ def _dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+class _Sink:
+    """Where log lines go. ``setup_logging`` swaps its stream, so loggers cached by structlog
+    follow a reconfiguration instead of writing to the stream of the first one."""
+
+    def __init__(self) -> None:
+        self.stream: TextIO = sys.stderr
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class _LevelFilter:
+    """The level as a processor with a mutable threshold, for the same reason."""
+
+    def __init__(self) -> None:
+        self.threshold = logging.INFO
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if _LEVELS.get(method, logging.INFO) < self.threshold:
+            raise structlog.DropEvent
+        return event_dict
+
+
+_LEVELS = {**logging.getLevelNamesMapping(), "warn": logging.WARNING, "exception": logging.ERROR}
+_LEVELS.update({name.lower(): value for name, value in logging.getLevelNamesMapping().items()})
+_SINK = _Sink()
+_LEVEL = _LevelFilter()
+# One list object for the life of the process: cached loggers hold it, and
+# structlog.testing.capture_logs edits the configured list in place.
+_PROCESSORS: list[Any] = []
+
+
 def setup_logging(
     level: str = "info",
     fmt: str = "auto",
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    *,
+    cache: bool = False,
 ) -> None:
-    """Configure structlog once per process: console on a TTY, JSON lines otherwise."""
+    """Configure structlog: console on a TTY, JSON lines otherwise.
+
+    Calling it again (a reload) changes the level, format, secrets and stream of every logger.
+    ``cache=True`` (the daemon) lets structlog keep each logger after its first use, which
+    takes the proxying off every log call; tests leave it off, since they reset structlog.
+    """
     out = stream or sys.stderr
     REDACTOR.set(secrets)
+    _SINK.stream = out
+    _LEVEL.threshold = logging.getLevelNamesMapping()[level.upper()]
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if use_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    _PROCESSORS[:] = [
+        _LEVEL,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        REDACTOR.wrap(renderer),
+    ]
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            REDACTOR.wrap(renderer),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.WriteLoggerFactory(out),
-        # Not cached: a reload calls this again and its new level must reach every logger.
-        cache_logger_on_first_use=False,
+        processors=_PROCESSORS,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=structlog.WriteLoggerFactory(_SINK),  # type: ignore[arg-type]
+        cache_logger_on_first_use=cache,
     )
 
 

@@ -8,6 +8,7 @@ tolerated. The router is sent ``<org>/<model>[:<suffix>]``, never the prefix.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,11 @@ def parse_ref(text: str) -> ModelRef:
     """Parse a model reference or raise ``RefError`` saying what is wrong with it."""
     if not isinstance(text, str):
         raise RefError(f"a model reference must be a string, got {type(text).__name__}")
+    return _parse_ref(text)
+
+
+@functools.lru_cache(maxsize=1024)  # a request's model is parsed on every request
+def _parse_ref(text: str) -> ModelRef:
     raw = text.strip()
     if not raw:
         raise RefError(f"empty model reference; expected {_EXAMPLE}")
