@@ -27,6 +27,7 @@ from gateway.routing import (
     Action,
     Cooldowns,
     Failure,
+    chain_failure,
     classify,
     decide,
     parse_retry_after,
@@ -472,24 +473,16 @@ class ChatProxy:
     ) -> web.Response:
         tried = ", ".join(a.label for a in ctx.attempts) or "none"
         detail = f"; last error: {last.message}" if last else ""
-        statuses = [a.status for a in ctx.attempts]
-        failures = [a.failure for a in ctx.attempts]
+        status, code, lead = chain_failure(
+            [a.status for a in ctx.attempts],
+            [a.failure for a in ctx.attempts],
+            budget_spent=budget_spent,
+        )
         extra: dict[str, str] = {}
-        if ctx.attempts and all(s == 429 for s in statuses):
-            status, code = 429, "rate_limited"
+        if status == 429:
             now = time.monotonic()
             end = self.cooldowns.soonest_end(ctx.chain, now)
             extra["Retry-After"] = str(max(1, math.ceil((end or now + 1) - now)))
-            lead = "every model is rate limited"
-        elif budget_spent or (ctx.attempts and all(f is Failure.TIMEOUT for f in failures)):
-            status, code = 504, "upstream_timeout"
-            lead = "the time budget was used up" if budget_spent else "every model timed out"
-        elif ctx.attempts and all(s == 503 for s in statuses):
-            status, code = 503, "upstream_unavailable"
-            lead = "every model is unavailable"
-        else:
-            status, code = 502, "upstream_failed"
-            lead = "every model failed"
         ctx.outcome = f"failed_{status}"
         message = f"{lead} (attempts: {tried}){detail}"
         type_ = "rate_limit_error" if status == 429 else "upstream_error"

@@ -190,3 +190,23 @@ def request_chain(requested: ModelRef | None, configured: Sequence[ModelRef]) ->
     if requested is None:
         return list(configured)
     return [requested, *(ref for ref in configured[1:] if ref != requested)]
+
+
+def chain_failure(
+    statuses: Sequence[int | None], failures: Sequence[Failure | None], *, budget_spent: bool
+) -> tuple[int, str, str]:
+    """(status, code, lead sentence) for a request that no model served.
+
+    429 when every attempt was rate limited (the client may retry after the soonest cooldown),
+    504 when the time budget ran out or every attempt timed out, 503 when every attempt was a
+    503, else 502.
+    """
+    if statuses and all(s == 429 for s in statuses):
+        return 429, "rate_limited", "every model is rate limited"
+    if budget_spent:
+        return 504, "upstream_timeout", "the time budget was used up"
+    if failures and all(f is Failure.TIMEOUT for f in failures):
+        return 504, "upstream_timeout", "every model timed out"
+    if statuses and all(s == 503 for s in statuses):
+        return 503, "upstream_unavailable", "every model is unavailable"
+    return 502, "upstream_failed", "every model failed"

@@ -12,6 +12,7 @@ from gateway.routing import (
     Failure,
     Verdict,
     backoff_seconds,
+    chain_failure,
     classify,
     cooldown_seconds,
     decide,
@@ -290,3 +291,35 @@ def test_request_chain(
     requested: ModelRef | None, configured: list[ModelRef], chain: list[ModelRef]
 ) -> None:
     assert request_chain(requested, configured) == chain
+
+
+T, R = Failure.TIMEOUT, Failure.RESET
+
+
+@pytest.mark.parametrize(
+    ("statuses", "failures", "budget_spent", "expected"),
+    [
+        ([429], [None], False, 429),
+        ([429, 429, 429], [None, None, None], False, 429),
+        ([429, 429], [None, None], True, 429),
+        ([429, 503], [None, None], False, 502),
+        ([None, None], [T, T], False, 504),
+        ([503, None], [None, T], True, 504),
+        ([], [], True, 504),
+        ([503, 503], [None, None], False, 503),
+        ([503, None], [None, T], False, 502),
+        ([500, 502], [None, None], False, 502),
+        ([None], [R], False, 502),
+        ([404, 410], [None, None], False, 502),
+    ],
+)
+def test_chain_failure_status(
+    statuses: list[int | None],
+    failures: list[Failure | None],
+    budget_spent: bool,
+    expected: int,
+) -> None:
+    """All 429 → 429; budget spent or all timeouts → 504; all 503 → 503; anything else 502."""
+    status, code, lead = chain_failure(statuses, failures, budget_spent=budget_spent)
+    assert status == expected
+    assert code and lead
