@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from tests.conftest import clean_env
 
+DATA = Path(__file__).parent / "data"
 CODERCLAW = str(Path(sys.executable).parent / "coderclaw")
 VENV_BIN = str(Path(sys.executable).parent)
 GOOD_TOKEN = "hf_GoodToken0123456789abcdefXYZ"
@@ -38,12 +40,17 @@ def child_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-async def run_cli(*args: str, env: dict[str, str], timeout: float = 30) -> Run:  # noqa: ASYNC109
-    """Run ``coderclaw ARGS`` with stdin closed; the event loop keeps serving fakes meanwhile."""
+async def _communicate(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path | None,
+    timeout: float,  # noqa: ASYNC109
+) -> Run:
+    """Run ``argv`` with stdin closed; the event loop keeps serving fakes meanwhile."""
     proc = await asyncio.create_subprocess_exec(
-        CODERCLAW,
-        *args,
+        *argv,
         env=env,
+        cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -58,20 +65,33 @@ async def run_cli(*args: str, env: dict[str, str], timeout: float = 30) -> Run: 
     return Run(proc.returncode, out.decode(), err.decode())
 
 
+async def run_cli(*args: str, env: dict[str, str], timeout: float = 30) -> Run:  # noqa: ASYNC109
+    """Run the ``coderclaw`` console script."""
+    return await _communicate([CODERCLAW, *args], env, None, timeout)
+
+
+async def run_module(*args: str, env: dict[str, str], cwd: Path | None = None) -> Run:
+    """Run ``python -m gateway ARGS`` (the other documented entry point)."""
+    return await _communicate([sys.executable, "-m", "gateway", *args], env, cwd, 30)
+
+
+def run_module_sync(*args: str, env: dict[str, str], cwd: Path | None = None) -> Run:
+    """``python -m gateway ARGS`` from a test without an event loop."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
 async def run_shell(script: str, *, env: dict[str, str], timeout: float = 30) -> Run:  # noqa: ASYNC109
     """Run ``script`` with /bin/sh, exactly as a user would type it."""
-    proc = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        script,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
+    return await _communicate(["/bin/sh", "-c", script], env, None, timeout)
 
 
 def router_config(router_url: str, base_url: str, body: str = "") -> str:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway import __version__
+from tests.cli_helpers import DATA, run_module, run_module_sync
 from tests.conftest import clean_env
 from tests.fake_router import FakeRouter, ModelsReply
-from tests.foundation_helpers import DATA, arun_cli, run_cli
 
 TOKEN = "hf_CliTokenNeverPrinted777"
 NEW_MODEL = "zai-org/GLM-5.3-Flash"  # served by the fake, not in the built-in catalog
@@ -31,19 +31,19 @@ def _router_config(path: Path, base_url: str) -> Path:
 
 def test_help_lists_the_commands(isolated_home: Path) -> None:
     """`coderclaw --help` exits 0 and names the command groups and where to start."""
-    run = run_cli("--help", env=clean_env(isolated_home))
+    run = run_module_sync("--help", env=clean_env(isolated_home))
     assert run.code == 0, run.err
     assert "Usage: python -m gateway" in run.out or "Usage: coderclaw" in run.out
     for word in ("models", "config", "coderclaw onboard --auth-choice huggingface-api-key"):
         assert word in run.out
-    sub = run_cli("models", "list", "--help", env=clean_env(isolated_home))
+    sub = run_module_sync("models", "list", "--help", env=clean_env(isolated_home))
     assert sub.code == 0
     assert "--json" in sub.out and "--refresh" in sub.out
 
 
 def test_version_from_the_console_script_and_python_m(isolated_home: Path) -> None:
     """`coderclaw --version` (the installed script) and `python -m gateway --version` agree."""
-    run = run_cli("--version", env=clean_env(isolated_home))
+    run = run_module_sync("--version", env=clean_env(isolated_home))
     assert run.code == 0
     assert run.out.strip() == f"coderclaw, version {__version__}"
     script = Path(sys.executable).parent / "coderclaw"
@@ -62,7 +62,7 @@ def test_version_from_the_console_script_and_python_m(isolated_home: Path) -> No
 def test_models_list_table(isolated_home: Path) -> None:
     """The table: ref, alias, context, $/M in/out, providers, source; * marks the chain."""
     env = clean_env(isolated_home, CODERCLAW_CONFIG_PATH=str(DATA / "example5.json5"))
-    run = run_cli("models", "list", env=env)
+    run = run_module_sync("models", "list", env=env)
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     assert lines[0].split() == ["REF", "ALIAS", "CONTEXT", "$/M", "IN/OUT", "PROVIDERS", "SOURCE"]
@@ -81,7 +81,7 @@ def test_models_list_table(isolated_home: Path) -> None:
 def test_models_list_json(isolated_home: Path) -> None:
     """--json is machine-readable, with configured suffixed refs and aliases as written."""
     env = clean_env(isolated_home, CODERCLAW_CONFIG_PATH=str(DATA / "example7.json5"))
-    run = run_cli("models", "list", "--json", env=env)
+    run = run_module_sync("models", "list", "--json", env=env)
     assert run.code == 0, run.err
     data = json.loads(run.out)
     assert data["origin"] == "builtin"
@@ -109,7 +109,7 @@ def test_models_list_json(isolated_home: Path) -> None:
 def test_bare_models_is_models_list(isolated_home: Path) -> None:
     """`coderclaw models` alone lists the models."""
     env = clean_env(isolated_home)
-    assert run_cli("models", env=env).out == run_cli("models", "list", env=env).out
+    assert run_module_sync("models", env=env).out == run_module_sync("models", "list", env=env).out
 
 
 async def test_models_list_refresh_asks_the_router_and_caches(
@@ -126,7 +126,7 @@ async def test_models_list_refresh_asks_the_router_and_caches(
             CODERCLAW_STATE_DIR=str(state),
             HF_TOKEN=TOKEN,
         )
-        run = await arun_cli("models", "list", "--refresh", "--json", env=env)
+        run = await run_module("models", "list", "--refresh", "--json", env=env)
         assert run.code == 0, run.err
         [call] = router.models_calls
         assert call.token == TOKEN
@@ -140,7 +140,7 @@ async def test_models_list_refresh_asks_the_router_and_caches(
         assert by_ref["huggingface/deepseek-ai/DeepSeek-R1"]["source"] == "builtin+discovered"
         assert TOKEN not in run.out + run.err
 
-        table = await arun_cli("models", "list", "--refresh", env=env)
+        table = await run_module("models", "list", "--refresh", env=env)
         assert table.code == 0
         assert "(discovery catalog)" in table.out
         assert f"*huggingface/{NEW_MODEL}" in table.out
@@ -148,7 +148,7 @@ async def test_models_list_refresh_asks_the_router_and_caches(
     cache = state / "cache" / "huggingface-models.json"
     assert cache.exists()
     assert cache.stat().st_mode & 0o777 == 0o600
-    later = await arun_cli("models", "list", "--json", env=env)
+    later = await run_module("models", "list", "--json", env=env)
     assert later.code == 0, later.err
     cached = json.loads(later.out)
     assert cached["origin"] == "cache"
@@ -163,7 +163,7 @@ async def test_models_list_refresh_failure_is_a_clear_error(
         router.models_reply = ModelsReply(status=500)
         config = _router_config(tmp_path / "c.json5", router.base_url)
         env = clean_env(isolated_home, CODERCLAW_CONFIG_PATH=str(config), HF_TOKEN=TOKEN)
-        run = await arun_cli("models", "list", "--refresh", env=env)
+        run = await run_module("models", "list", "--refresh", env=env)
     assert run.code == 1
     assert run.out == ""
     assert run.err.startswith(f"error: the router answered 500 to GET {router.base_url}/models")
@@ -176,7 +176,7 @@ def test_config_validate_ok(isolated_home: Path) -> None:
     """A valid config: exit 0 with the chain; --json gives the same summary, no token value."""
     path = DATA / "example5.json5"
     env = clean_env(isolated_home, CODERCLAW_CONFIG_PATH=str(path), HF_TOKEN=TOKEN)
-    run = run_cli("config", "validate", env=env)
+    run = run_module_sync("config", "validate", env=env)
     assert run.code == 0, run.err
     assert run.out.splitlines() == [
         f"ok: {path}",
@@ -185,7 +185,7 @@ def test_config_validate_ok(isolated_home: Path) -> None:
         "huggingface/openai/gpt-oss-120b",
         "  aliases:   3",
     ]
-    data = json.loads(run_cli("config", "validate", "--json", env=env).out)
+    data = json.loads(run_module_sync("config", "validate", "--json", env=env).out)
     assert data == {
         "path": str(path),
         "exists": True,
@@ -205,7 +205,7 @@ def test_config_validate_ok(isolated_home: Path) -> None:
 
 def test_config_validate_without_a_file_uses_the_defaults(isolated_home: Path) -> None:
     """No config file is fine: the message says the defaults apply."""
-    run = run_cli("config", "validate", env=clean_env(isolated_home))
+    run = run_module_sync("config", "validate", env=clean_env(isolated_home))
     assert run.code == 0, run.err
     assert run.out.splitlines()[0] == (
         f"no config file at {isolated_home}/.coderclaw/coderclaw.json: the defaults apply"
@@ -217,7 +217,9 @@ def test_models_list_with_a_broken_config_exits_78(isolated_home: Path, tmp_path
     """Every command that needs the config refuses a broken one with 78."""
     path = tmp_path / "c.json5"
     path.write_text("{ gateway: { port: 0 } }")
-    run = run_cli("models", "list", env=clean_env(isolated_home, CODERCLAW_CONFIG_PATH=str(path)))
+    run = run_module_sync(
+        "models", "list", env=clean_env(isolated_home, CODERCLAW_CONFIG_PATH=str(path))
+    )
     assert run.code == 78
     assert run.err.startswith(f"error: {path}:1: gateway.port: expected a value greater than")
 
@@ -241,6 +243,6 @@ def test_config_path(
     """`coderclaw config path` prints where the config is read from (file need not exist)."""
     fill = {"home": str(isolated_home), "tmp": str(tmp_path)}
     env = clean_env(isolated_home, **{k: v.format(**fill) for k, v in extra.items()})
-    run = run_cli("config", "path", env=env)
+    run = run_module_sync("config", "path", env=env)
     assert run.code == 0, run.err
     assert run.out == expected.format(**fill) + "\n"

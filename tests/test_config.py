@@ -19,8 +19,8 @@ from gateway.config import (
 )
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
+from tests.cli_helpers import DATA, run_module_sync
 from tests.conftest import clean_env
-from tests.foundation_helpers import DATA, run_cli
 
 R1 = "huggingface/deepseek-ai/DeepSeek-R1"
 QWEN8 = "huggingface/Qwen/Qwen3-8B"
@@ -296,7 +296,7 @@ def test_config_validate_exits_78_for_a_broken_config(
     """`coderclaw config validate` prints the one message on stderr and exits 78 (EX_CONFIG)."""
     path = _write_broken(case, tmp_path)
     env = clean_env(isolated_home, CODERCLAW_CONFIG_PATH=str(path))
-    run = run_cli("config", "validate", env=env)
+    run = run_module_sync("config", "validate", env=env)
     assert run.code == 78, run.err
     assert run.out == ""
     first = run.err.splitlines()[0]
