@@ -90,6 +90,7 @@ class ChatContext:
     ttfb: float | None = None
     usage: Any = None
     outcome: str = "error"
+    finished: float = 0.0
 
     def attempts_header(self) -> str:
         return ",".join(a.label for a in self.attempts)
@@ -127,7 +128,10 @@ class ChatProxy:
         try:
             return await self._run_chain(ctx)
         finally:
-            self._log(ctx)
+            ctx.finished = time.monotonic()
+            # After the answers already due: upstream replies arrive in bursts, and every
+            # microsecond spent between a reply and its answer delays the rest of the burst.
+            asyncio.get_running_loop().call_soon(self._log, ctx)
 
     async def _run_chain(self, ctx: ChatContext) -> web.StreamResponse:
         settings = ctx.settings
@@ -491,7 +495,7 @@ class ChatProxy:
     # -- logging -----------------------------------------------------------------------------
 
     def _log(self, ctx: ChatContext) -> None:
-        total = time.monotonic() - ctx.started
+        total = ctx.finished - ctx.started
         served = str(ctx.served) if ctx.served else None
         self.metrics.count_request(served or "none", ctx.outcome)
         usage = ctx.usage if isinstance(ctx.usage, dict) else {}
