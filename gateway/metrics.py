@@ -34,7 +34,7 @@ class Metrics:
         )
         self.upstream_latency = Histogram(
             "coderclaw_upstream_latency_seconds",
-            "Upstream attempt duration",
+            "Upstream attempt duration (a served attempt: until its first byte)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -152,16 +152,10 @@ class ChatProxy:
                 ctx.attempt_started = time.monotonic()
                 result = await self._attempt(ctx, ref, remaining)
                 elapsed = loop.time() - t0
-                self.metrics.upstream_latency.observe(elapsed)
                 if isinstance(result, web.StreamResponse):
                     self.cooldowns.succeed(ref)
-                    if ref != ctx.chain[0]:  # failed over, or skipped a cooling model
-                        self.metrics.fallbacks.inc()
                     return result
                 ctx.attempts.append(AttemptLog(ref, result.status, result.failure, elapsed * 1e3))
-                self.metrics.count_attempt(
-                    str(ref), result.failure.value if result.failure else str(result.status)
-                )
                 last = result
                 verdict = classify(result.status, code=result.code, failure=result.failure)
                 decision = decide(
@@ -220,9 +214,7 @@ class ChatProxy:
                         )
                     if ctx.stream:
                         timer.reschedule(None)  # the relay keeps its own deadlines
-                        return await self._relay_stream(
-                            ctx, ref, resp, first_deadline, remaining
-                        )
+                        return await self._relay_stream(ctx, ref, resp, first_deadline, remaining)
                     total_deadline = asyncio.get_running_loop().time() + remaining
                     timer.reschedule(min(first_deadline + timeouts.idle_seconds, total_deadline))
                     raw = await resp.read()
@@ -252,9 +244,7 @@ class ChatProxy:
         ctx.outcome = "ok"
         now = time.monotonic()
         ctx.ttfb = now - ctx.started
-        self.metrics.ttfb.observe(ctx.ttfb)
         ctx.attempts.append(AttemptLog(ref, 200, None, (now - ctx.attempt_started) * 1e3))
-        self.metrics.count_attempt(str(ref), "200")
         headers = ctx.base_headers()
         provider = resp.headers.get("x-inference-provider")
         if provider:
@@ -397,7 +387,6 @@ class ChatProxy:
         ctx.attempts.append(
             AttemptLog(ref, 200, None, (time.monotonic() - ctx.attempt_started) * 1e3)
         )
-        self.metrics.count_attempt(str(ref), "200")
         headers = ctx.base_headers()
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
@@ -407,7 +396,6 @@ class ChatProxy:
         out = web.StreamResponse(status=200, headers=headers)
         await out.prepare(ctx.request)
         ctx.ttfb = time.monotonic() - ctx.started
-        self.metrics.ttfb.observe(ctx.ttfb)
         return out
 
     async def _send_error(
@@ -495,9 +483,18 @@ class ChatProxy:
     # -- logging -----------------------------------------------------------------------------
 
     def _log(self, ctx: ChatContext) -> None:
+        """The request's one log line and all its counters, written after the answer."""
         total = ctx.finished - ctx.started
         served = str(ctx.served) if ctx.served else None
-        self.metrics.count_request(served or "none", ctx.outcome)
+        metrics = self.metrics
+        metrics.count_request(served or "none", ctx.outcome)
+        for a in ctx.attempts:
+            metrics.count_attempt(str(a.ref), a.failure.value if a.failure else str(a.status))
+            metrics.upstream_latency.observe(a.ms / 1e3)
+        if ctx.ttfb is not None:
+            metrics.ttfb.observe(ctx.ttfb)
+        if ctx.served is not None and ctx.served != ctx.chain[0]:
+            metrics.fallbacks.inc()  # failed over, or skipped a cooling model
         usage = ctx.usage if isinstance(ctx.usage, dict) else {}
         log.info(
             "chat_completion",
