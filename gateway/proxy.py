@@ -127,6 +127,10 @@ class ChatProxy:
     async def complete(self, ctx: ChatContext) -> web.StreamResponse:
         try:
             return await self._run_chain(ctx)
+        except asyncio.CancelledError:
+            if ctx.outcome == "error":  # not already told: the client left, or the drain ended
+                ctx.outcome = "shutdown" if self.draining else "client_closed"
+            raise
         finally:
             ctx.finished = time.monotonic()
             # After the answers already due: upstream replies arrive in bursts, and every
