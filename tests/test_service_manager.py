@@ -542,3 +542,43 @@ def test_uninstall_in_process_matches_the_cli(env: dict[str, str], isolated_home
     install_service(settings)
     assert "removed" in uninstall_service(settings)
     assert not (isolated_home / UNIT_REL).exists()
+
+
+def test_onboard_install_daemon_installs_and_starts_the_service(
+    env: dict[str, str], isolated_home: Path, state_dir: Path, fakes: FakeManagers
+) -> None:
+    """`onboard ... --install-daemon` saves the token, then writes the unit and runs
+    daemon-reload and enable --now, like `gateway install`; the unit holds no token."""
+    (state_dir / ".env").unlink()
+    # The Hub is unreachable (a closed port): onboarding warns and still saves the token.
+    (state_dir / "coderclaw.json").write_text(
+        '{ models: { providers: { huggingface: { hubUrl: "http://127.0.0.1:9" } } } }'
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "onboard",
+            "--non-interactive",
+            "--mode",
+            "local",
+            "--auth-choice",
+            "huggingface-api-key",
+            "--huggingface-api-key",
+            TOKEN,
+            "--install-daemon",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert ["systemctl", "--user", "daemon-reload"] in fakes.calls()
+    assert ["systemctl", "--user", "enable", "--now", UNIT_NAME] in fakes.calls()
+    assert (isolated_home / UNIT_REL).read_text() == expected_unit(isolated_home)
+    assert f"HF_TOKEN={TOKEN}" in (state_dir / ".env").read_text()
+    assert TOKEN not in proc.stdout + proc.stderr
+    assert_no_token_outside_env_file(isolated_home, fakes)

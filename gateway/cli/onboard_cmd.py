@@ -71,19 +71,9 @@ class QuestionaryPrompter:
 
 
 def _install_daemon(settings: Settings) -> str:
-    try:
-        from gateway.service import manager
-    except ImportError:
-        manager = None  # type: ignore[assignment]
-    install = getattr(manager, "install_service", None)
-    if install is None:
-        click.echo(
-            "error: --install-daemon: this build has no service installer "
-            "(gateway.service.manager.install_service); run `coderclaw gateway` instead",
-            err=True,
-        )
-        sys.exit(1)
-    return str(install(settings))
+    from gateway.service.manager import install_service
+
+    return install_service(settings)
 
 
 def _print(result: OnboardResult, as_json: bool) -> None:
