@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -180,18 +180,6 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-StatusFn = Callable[[Settings], Any]
-
-
-def _service_fn() -> StatusFn | None:
-    try:
-        from gateway.service import manager
-    except ImportError:
-        return None
-    fn = getattr(manager, "service_status", None)
-    return fn if callable(fn) else None
-
-
 def service_check_from(status: Any) -> Check:
     """Pure: a ``service_status`` answer (a mapping with installed/running/detail) → a check."""
     if not isinstance(status, Mapping):
@@ -218,11 +206,10 @@ def service_check_from(status: Any) -> Check:
 
 
 def check_service(settings: Settings) -> Check:
-    fn = _service_fn()
-    if fn is None:
-        return Check("service", "warn", "unknown (this build cannot query the service manager)")
+    from gateway.service.manager import service_status
+
     try:
-        return service_check_from(fn(settings))
+        return service_check_from(service_status(settings))
     except GatewayError as exc:
         return Check("service", "warn", f"unknown: {exc.message}", exc.hint)
 

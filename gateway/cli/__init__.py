@@ -38,17 +38,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from gateway.cli import config_cmd, models_cmd
+    from gateway.cli import config_cmd, doctor_cmd, gateway_cmd, models_cmd, onboard_cmd
 
     main.add_command(models_cmd.models)
     main.add_command(config_cmd.config)
-    for name in ("gateway_cmd", "onboard_cmd", "doctor_cmd"):
-        try:
-            module = __import__(f"gateway.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"gateway.cli.{name}":
-                raise
-            continue
+    for module in (gateway_cmd, onboard_cmd, doctor_cmd):
         module.register(main)
 
 

@@ -44,11 +44,7 @@ def _run(port: int | None, bind: str | None, host: str | None) -> None:
 
 
 def register(main: click.Group) -> None:
-    try:
-        from gateway.cli.service_cmd import add_service_commands
-    except ModuleNotFoundError as exc:
-        if exc.name != "gateway.cli.service_cmd":
-            raise
-    else:
-        add_service_commands(gateway)
+    from gateway.cli.service_cmd import add_service_commands
+
+    add_service_commands(gateway)
     main.add_command(gateway)
