@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from tests.fake_router import FakeRouter
 
 # Variables that would let a test see the developer's real setup.
 _LEAKY = (
@@ -44,6 +47,20 @@ def state_dir(isolated_home: Path) -> Path:
     path = isolated_home / ".coderclaw"
     path.mkdir(mode=0o700)
     return path
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[FakeRouter]:
+    """A default ``FakeRouter``; a module that needs other options overrides it."""
+    async with FakeRouter() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session for the test, closed after it."""
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:

@@ -47,21 +47,9 @@ MODEL_B = "huggingface/org/model-b"
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[FakeRouter]:
-    async with FakeRouter() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def stack() -> AsyncIterator[AsyncExitStack]:
     async with AsyncExitStack() as exits:
         yield exits
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def slow_stream(seconds: float, chunks: int = 5) -> Reply:

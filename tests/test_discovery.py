@@ -7,7 +7,7 @@ import itertools
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +32,8 @@ TOKEN = "hf_DiscoveryTokenSecret4242"
 NEW_MODEL = "zai-org/GLM-5.3-Flash"  # served by the fake, not in the built-in catalog
 
 
-@pytest.fixture
-async def router() -> AsyncIterator[FakeRouter]:
-    async with FakeRouter() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def _refresher(
-    session: aiohttp.ClientSession,
+    http: aiohttp.ClientSession,
     base_url: str,
     cache_file: Path,
     *,
@@ -55,7 +43,7 @@ def _refresher(
     on_update: Callable[[Catalog], None] | None = None,
 ) -> CatalogRefresher:
     return CatalogRefresher(
-        session,
+        http,
         base_url=base_url,
         token=token,
         interval_s=interval_s,
@@ -91,10 +79,10 @@ def _no_token_anywhere(logs: list[dict[str, Any]], *texts: str) -> None:
 
 
 async def test_fetch_sends_the_bearer_token_and_merges(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """With a token: GET {baseUrl}/models with `Authorization: Bearer <token>`; merged result."""
-    catalog = await fetch_models(session, router.base_url, Secret(TOKEN), 5.0)
+    catalog = await fetch_models(http, router.base_url, Secret(TOKEN), 5.0)
     [call] = router.models_calls
     assert call.headers["Authorization"] == f"Bearer {TOKEN}"
     assert call.token == TOKEN
@@ -113,10 +101,10 @@ async def test_fetch_sends_the_bearer_token_and_merges(
 
 
 async def test_fetch_without_a_token_sends_no_authorization(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """Without a token the list is still asked for, with no Authorization header at all."""
-    catalog = await fetch_models(session, router.base_url + "/", None, 5.0)
+    catalog = await fetch_models(http, router.base_url + "/", None, 5.0)
     [call] = router.models_calls
     assert "Authorization" not in call.headers
     assert call.path == "/v1/models", "a trailing slash on baseUrl does not double it"
@@ -157,13 +145,13 @@ FAILURES = {
 
 @pytest.mark.parametrize("case", sorted(FAILURES))
 async def test_fetch_failures_are_upstream_errors_without_the_token(
-    case: str, router: FakeRouter, session: aiohttp.ClientSession
+    case: str, router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """Every failure is one UpstreamError with a reason and a hint; no token in its text."""
     base_url, timeout_s, token = await _failure(router, case)
     started = time.monotonic()
     with pytest.raises(UpstreamError) as info:
-        await fetch_models(session, base_url, token, timeout_s)
+        await fetch_models(http, base_url, token, timeout_s)
     elapsed = time.monotonic() - started
     says, status = FAILURES[case]
     assert says in info.value.message
@@ -181,12 +169,12 @@ async def test_fetch_failures_are_upstream_errors_without_the_token(
 
 @pytest.mark.parametrize("case", sorted(FAILURES))
 async def test_a_failed_refresh_keeps_the_builtin_catalog(
-    case: str, router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    case: str, router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """Each failure leaves the built-in catalog in place, writes no cache and logs no token."""
     base_url, timeout_s, token = await _failure(router, case)
     cache = tmp_path / "cache" / "huggingface-models.json"
-    refresher = _refresher(session, base_url, cache, token=token, timeout_s=timeout_s)
+    refresher = _refresher(http, base_url, cache, token=token, timeout_s=timeout_s)
     with capture_logs() as logs:
         assert await refresher.refresh_once() is False
     assert refresher.catalog.origin == "builtin"
@@ -200,11 +188,11 @@ async def test_a_failed_refresh_keeps_the_builtin_catalog(
 
 
 async def test_success_writes_the_cache_and_the_next_start_uses_it_when_the_router_is_down(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """The last good discovery is saved (0600) and loaded by a new refresher at the next start."""
     cache = tmp_path / "state" / "cache" / "huggingface-models.json"
-    first = _refresher(session, router.base_url, cache, token=Secret(TOKEN))
+    first = _refresher(http, router.base_url, cache, token=Secret(TOKEN))
     assert first.catalog.origin == "builtin"
     assert await first.refresh_once() is True
     assert first.catalog.origin == "discovery"
@@ -213,7 +201,7 @@ async def test_success_writes_the_cache_and_the_next_start_uses_it_when_the_rout
     assert json.loads(cache.read_text())["version"] == 1
 
     router.models_reply = ModelsReply(status=503)
-    second = _refresher(session, router.base_url, cache, token=Secret(TOKEN))
+    second = _refresher(http, router.base_url, cache, token=Secret(TOKEN))
     assert second.catalog.origin == "cache", "the cache is there before any request"
     assert second.catalog.get(NEW_MODEL) is not None
     assert second.catalog.fetched_at == first.catalog.fetched_at
@@ -241,12 +229,12 @@ async def test_a_damaged_cache_falls_back_to_the_builtin_catalog(tmp_path: Path)
 
 
 async def test_a_cache_that_cannot_be_written_is_a_warning(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """The refreshed catalog is used even when the cache file cannot be written."""
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache dir should be")
-    refresher = _refresher(session, router.base_url, blocker / "huggingface-models.json")
+    refresher = _refresher(http, router.base_url, blocker / "huggingface-models.json")
     with capture_logs() as logs:
         assert await refresher.refresh_once() is True
     assert refresher.catalog.origin == "discovery"
@@ -254,12 +242,12 @@ async def test_a_cache_that_cannot_be_written_is_a_warning(
 
 
 async def test_start_does_not_block_and_the_first_refresh_lands_in_the_background(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """start() returns at once with the built-in catalog; discovery replaces it when it lands."""
     router.models_reply = ModelsReply(delay=0.4)
     updates: list[Catalog] = []
-    refresher = _refresher(session, router.base_url, tmp_path / "c.json", on_update=updates.append)
+    refresher = _refresher(http, router.base_url, tmp_path / "c.json", on_update=updates.append)
     started = time.monotonic()
     refresher.start()
     assert time.monotonic() - started < 0.1
@@ -273,10 +261,10 @@ async def test_start_does_not_block_and_the_first_refresh_lands_in_the_backgroun
 
 
 async def test_the_loop_refreshes_on_its_interval_and_stops_cleanly(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """With a 0.2 s interval the router is asked again and again; after stop() never again."""
-    refresher = _refresher(session, router.base_url, tmp_path / "c.json", interval_s=0.2)
+    refresher = _refresher(http, router.base_url, tmp_path / "c.json", interval_s=0.2)
     refresher.start()
     await _wait_for(lambda: len(router.models_calls) >= 4, timeout=3.0)
     await refresher.stop()
@@ -291,11 +279,11 @@ async def test_the_loop_refreshes_on_its_interval_and_stops_cleanly(
 
 
 async def test_stop_during_a_hanging_request_returns_promptly(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """stop() cancels an in-flight discovery instead of waiting for its timeout."""
     router.models_reply = ModelsReply(delay=10.0)
-    refresher = _refresher(session, router.base_url, tmp_path / "c.json", timeout_s=30.0)
+    refresher = _refresher(http, router.base_url, tmp_path / "c.json", timeout_s=30.0)
     refresher.start()
     await _wait_for(lambda: len(router.models_calls) == 1)
     started = time.monotonic()
@@ -305,12 +293,12 @@ async def test_stop_during_a_hanging_request_returns_promptly(
 
 
 async def test_failures_are_logged_once_per_streak_and_the_loop_backs_off(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """A failure streak is one warning; recovery one info; a new streak warns again."""
     router.models_reply = ModelsReply(status=500)
     refresher = _refresher(
-        session, router.base_url, tmp_path / "c.json", token=Secret(TOKEN), interval_s=0.2
+        http, router.base_url, tmp_path / "c.json", token=Secret(TOKEN), interval_s=0.2
     )
     with capture_logs() as logs:
         refresher.start()
@@ -338,7 +326,7 @@ async def test_failures_are_logged_once_per_streak_and_the_loop_backs_off(
 
 
 async def test_a_failing_update_callback_does_not_end_the_loop(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """An exception in on_update is logged; the loop keeps refreshing."""
 
@@ -346,7 +334,7 @@ async def test_a_failing_update_callback_does_not_end_the_loop(
         raise RuntimeError("listener bug")
 
     refresher = _refresher(
-        session, router.base_url, tmp_path / "c.json", interval_s=0.2, on_update=explode
+        http, router.base_url, tmp_path / "c.json", interval_s=0.2, on_update=explode
     )
     with capture_logs() as logs:
         refresher.start()
@@ -357,11 +345,11 @@ async def test_a_failing_update_callback_does_not_end_the_loop(
 
 
 async def test_reconfigure_wakes_the_loop(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """A new router URL or token (config reload) is used at once, not after the interval."""
     async with FakeRouter() as other:
-        refresher = _refresher(session, router.base_url, tmp_path / "c.json", interval_s=3600)
+        refresher = _refresher(http, router.base_url, tmp_path / "c.json", interval_s=3600)
         refresher.start()
         await _wait_for(lambda: refresher.refreshes == 1)
         refresher.reconfigure(
@@ -378,11 +366,11 @@ async def test_reconfigure_wakes_the_loop(
 
 
 async def test_disabled_discovery_asks_nothing(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """discovery.enabled false: the loop runs but never calls the router."""
     refresher = CatalogRefresher(
-        session,
+        http,
         base_url=router.base_url,
         token=None,
         interval_s=0.1,
@@ -398,7 +386,7 @@ async def test_disabled_discovery_asks_nothing(
 
 
 async def test_from_settings_uses_the_configured_discovery(
-    router: FakeRouter, session: aiohttp.ClientSession, tmp_path: Path, isolated_home: Path
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path, isolated_home: Path
 ) -> None:
     """baseUrl, refreshMinutes, timeoutSeconds, enabled, the token and the cache path."""
     config = tmp_path / "c.json5"
@@ -419,7 +407,7 @@ async def test_from_settings_uses_the_configured_discovery(
     settings = load_settings(
         {"HOME": str(isolated_home), "CODERCLAW_CONFIG_PATH": str(config), "HF_TOKEN": TOKEN}
     )
-    refresher = CatalogRefresher.from_settings(session, settings)
+    refresher = CatalogRefresher.from_settings(http, settings)
     assert (refresher.base_url, refresher.interval_s, refresher.timeout_s) == (
         router.base_url,
         30.0,

@@ -46,18 +46,6 @@ PAGE_MODELS = [
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[FakeRouter]:
-    async with FakeRouter() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
 async def sdk(router: FakeRouter) -> AsyncIterator[AsyncOpenAI]:
     async with AsyncOpenAI(base_url=router.base_url, api_key=TOKEN, max_retries=0) as client:
         yield client
@@ -73,12 +61,12 @@ def chat_body(model: str = MODEL, *, stream: bool = False, **extra: Any) -> dict
 
 
 async def post_chat(
-    session: aiohttp.ClientSession,
+    http: aiohttp.ClientSession,
     router: FakeRouter,
     body: dict[str, Any],
     headers: dict[str, str] | None = None,
 ) -> aiohttp.ClientResponse:
-    return await session.post(
+    return await http.post(
         f"{router.base_url}/chat/completions",
         json=body,
         headers=AUTH if headers is None else headers,
@@ -101,10 +89,10 @@ async def read_events(resp: aiohttp.ClientResponse) -> tuple[list[str], Exceptio
 
 
 async def stream_events(
-    session: aiohttp.ClientSession, router: FakeRouter, reply: Reply, **extra: Any
+    http: aiohttp.ClientSession, router: FakeRouter, reply: Reply, **extra: Any
 ) -> tuple[aiohttp.ClientResponse, list[str], Exception | None]:
     router.script(MODEL, reply)
-    async with await post_chat(session, router, chat_body(stream=True, **extra)) as resp:
+    async with await post_chat(http, router, chat_body(stream=True, **extra)) as resp:
         events, error = await read_events(resp)
     return resp, events, error
 
@@ -112,9 +100,9 @@ async def stream_events(
 # ---------------------------------------------------------------------------------- /v1/models
 
 
-async def test_models_list_shape(router: FakeRouter, session: aiohttp.ClientSession) -> None:
+async def test_models_list_shape(router: FakeRouter, http: aiohttp.ClientSession) -> None:
     """GET /v1/models needs no auth, ignores query params and returns the HF list shape."""
-    async with session.get(f"{router.base_url}/models?provider=groq") as resp:
+    async with http.get(f"{router.base_url}/models?provider=groq") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("application/json")
         body = await resp.json()
@@ -164,60 +152,60 @@ async def test_models_list_via_sdk(router: FakeRouter, sdk: AsyncOpenAI) -> None
     assert extra["providers"][0]["provider"] == "featherless-ai"
 
 
-async def test_models_list_require_auth(session: aiohttp.ClientSession) -> None:
+async def test_models_list_require_auth(http: aiohttp.ClientSession) -> None:
     """With require_auth, a missing or unknown token gets the 401 string error; a valid one 200."""
     async with FakeRouter(require_auth=True, tokens={"hf_good"}) as fake:
-        async with session.get(f"{fake.base_url}/models") as resp:
+        async with http.get(f"{fake.base_url}/models") as resp:
             assert resp.status == 401
             assert await resp.json() == {"error": MSG_BAD_TOKEN}
             assert resp.headers["www-authenticate"] == WWW_AUTHENTICATE
         headers = {"Authorization": "Bearer hf_other"}
-        async with session.get(f"{fake.base_url}/models", headers=headers) as resp:
+        async with http.get(f"{fake.base_url}/models", headers=headers) as resp:
             assert resp.status == 401
         headers = {"Authorization": "Bearer hf_good"}
-        async with session.get(f"{fake.base_url}/models", headers=headers) as resp:
+        async with http.get(f"{fake.base_url}/models", headers=headers) as resp:
             assert resp.status == 200
 
 
-async def test_models_reply_knobs(router: FakeRouter, session: aiohttp.ClientSession) -> None:
+async def test_models_reply_knobs(router: FakeRouter, http: aiohttp.ClientSession) -> None:
     """models_reply gives a status with a string error, a non-JSON 200, an override, a delay."""
     url = f"{router.base_url}/models"
     router.models_reply.status = 503
-    async with session.get(url) as resp:
+    async with http.get(url) as resp:
         assert resp.status == 503
         assert set(await resp.json()) == {"error"}
     router.models_reply.status = 200
     router.models_reply.invalid_json = True
-    async with session.get(url) as resp:
+    async with http.get(url) as resp:
         assert resp.status == 200
         with pytest.raises(json.JSONDecodeError):
             json.loads(await resp.text())
     router.models_reply.invalid_json = False
     router.models_reply.body_override = {"object": "list", "data": []}
-    async with session.get(url) as resp:
+    async with http.get(url) as resp:
         assert await resp.json() == {"object": "list", "data": []}
     router.models_reply.delay = 5.0
     started = time.monotonic()
     with pytest.raises(asyncio.TimeoutError):
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=0.2)) as resp:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=0.2)) as resp:
             await resp.read()
     assert time.monotonic() - started < 1.0
     assert len(router.models_calls) == 4
 
 
 async def test_single_model_both_encodings(
-    router: FakeRouter, session: aiohttp.ClientSession, sdk: AsyncOpenAI
+    router: FakeRouter, http: aiohttp.ClientSession, sdk: AsyncOpenAI
 ) -> None:
     """/v1/models/org/name and /v1/models/org%2Fname both give the entry; unknown ids 404."""
     expected = next(m for m in default_models() if m["id"] == MODEL)
     for path in ("Qwen/Qwen3-8B", "Qwen%2FQwen3-8B"):
-        async with session.get(f"{router.base_url}/models/{path}") as resp:
+        async with http.get(f"{router.base_url}/models/{path}") as resp:
             assert resp.status == 200
             assert await resp.json() == expected
     model = await sdk.models.retrieve(MODEL)
     assert model.id == MODEL
     assert router.requests[-1].path in {"/v1/models/Qwen/Qwen3-8B", "/v1/models/Qwen%2FQwen3-8B"}
-    async with session.get(f"{router.base_url}/models/nobody/nothing") as resp:
+    async with http.get(f"{router.base_url}/models/nobody/nothing") as resp:
         assert resp.status == 404
         error = (await resp.json())["error"]
     assert error["code"] == "model_not_found"
@@ -243,10 +231,10 @@ async def test_make_model_entry_custom_providers() -> None:
 
 
 async def test_chat_missing_auth_is_html_401(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """No Authorization header: 401 with an HTML body, not JSON; the request is still recorded."""
-    async with await post_chat(session, router, chat_body(), headers={}) as resp:
+    async with await post_chat(http, router, chat_body(), headers={}) as resp:
         assert resp.status == 401
         assert resp.content_type == "text/html"
         assert "<title>401 Unauthorized</title>" in await resp.text()
@@ -255,11 +243,11 @@ async def test_chat_missing_auth_is_html_401(
 
 
 async def test_chat_bad_token_is_string_401_before_model_check(
-    router: FakeRouter, session: aiohttp.ClientSession, sdk: AsyncOpenAI
+    router: FakeRouter, http: aiohttp.ClientSession, sdk: AsyncOpenAI
 ) -> None:
     """A non-hf_ token gets the string 401 + www-authenticate, even for an unknown model."""
     headers = {"Authorization": "Bearer sk-not-hf"}
-    async with await post_chat(session, router, chat_body("no/such"), headers=headers) as resp:
+    async with await post_chat(http, router, chat_body("no/such"), headers=headers) as resp:
         assert resp.status == 401
         assert await resp.json() == {"error": MSG_BAD_TOKEN}
         assert resp.headers["www-authenticate"] == WWW_AUTHENTICATE
@@ -271,14 +259,14 @@ async def test_chat_bad_token_is_string_401_before_model_check(
     assert caught.value.code is None
 
 
-async def test_chat_token_set_restricts_valid_tokens(session: aiohttp.ClientSession) -> None:
+async def test_chat_token_set_restricts_valid_tokens(http: aiohttp.ClientSession) -> None:
     """With an explicit token set, other hf_ tokens are rejected."""
     async with FakeRouter(tokens={"hf_good"}) as fake:
         bad = {"Authorization": "Bearer hf_other"}
-        async with await post_chat(session, fake, chat_body(), headers=bad) as resp:
+        async with await post_chat(http, fake, chat_body(), headers=bad) as resp:
             assert resp.status == 401
         good = {"Authorization": "Bearer hf_good"}
-        async with await post_chat(session, fake, chat_body(), headers=good) as resp:
+        async with await post_chat(http, fake, chat_body(), headers=good) as resp:
             assert resp.status == 200
 
 
@@ -298,7 +286,7 @@ async def test_chat_no_inference_token_is_403(router: FakeRouter, sdk: AsyncOpen
 
 
 async def test_non_stream_ok_body_and_headers(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """A 200 chat.completion echoes the model without suffix and sets the router headers."""
     body = chat_body(f"{MODEL}:fastest", temperature=0.2, tools=[])
@@ -307,7 +295,7 @@ async def test_non_stream_ok_body_and_headers(
         "X-Amzn-Trace-Id": "11111111-2222-3333-4444-555555555555",
         "X-HF-Bill-To": "acme",
     }
-    async with await post_chat(session, router, body, headers=headers) as resp:
+    async with await post_chat(http, router, body, headers=headers) as resp:
         assert resp.status == 200
         assert resp.headers["x-inference-provider"] == "together"
         assert re.match(
@@ -356,13 +344,13 @@ async def test_non_stream_via_sdk(router: FakeRouter, sdk: AsyncOpenAI) -> None:
 
 
 async def test_pinned_provider_names_the_provider(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """org/m:<provider> answers with that provider in x-inference-provider; policies do not."""
     router.script(MODEL, Reply(provider="novita"), Reply(provider="novita"))
-    async with await post_chat(session, router, chat_body(f"{MODEL}:groq")) as resp:
+    async with await post_chat(http, router, chat_body(f"{MODEL}:groq")) as resp:
         assert resp.headers["x-inference-provider"] == "groq"
-    async with await post_chat(session, router, chat_body(f"{MODEL}:preferred")) as resp:
+    async with await post_chat(http, router, chat_body(f"{MODEL}:preferred")) as resp:
         assert resp.headers["x-inference-provider"] == "novita"
 
 
@@ -414,14 +402,14 @@ async def test_unknown_model_is_400_model_not_supported(
 )
 async def test_503_body_shapes(
     router: FakeRouter,
-    session: aiohttp.ClientSession,
+    http: aiohttp.ClientSession,
     shape: Any,
     content_type: str,
     check: Any,
 ) -> None:
     """A scripted 503 renders as an object, a string, an HTML page or plain text."""
     router.script(MODEL, Reply(status=503, error_shape=shape))
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         assert resp.status == 503
         assert resp.content_type == content_type
         assert resp.headers["x-inference-provider"] == "together"
@@ -429,7 +417,7 @@ async def test_503_body_shapes(
         assert check(await resp.text())
 
 
-async def test_default_error_wordings(router: FakeRouter, session: aiohttp.ClientSession) -> None:
+async def test_default_error_wordings(router: FakeRouter, http: aiohttp.ClientSession) -> None:
     """Scripted statuses default to the real HF shapes and wordings for that status."""
     router.script(
         MODEL,
@@ -440,44 +428,44 @@ async def test_default_error_wordings(router: FakeRouter, session: aiohttp.Clien
         Reply(status=400, error_code="context_length_exceeded"),
         Reply(status=500, error_message="boom", error_code=""),
     )
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         assert resp.status == 401
         assert await resp.json() == {"error": MSG_BAD_TOKEN}
         assert resp.headers["www-authenticate"] == WWW_AUTHENTICATE
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         assert resp.status == 402
         assert await resp.json() == {"error": MSG_CREDITS}
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         assert resp.status == 410
         assert (await resp.json())["error"]["message"] == (
             "The requested model is deprecated and no longer supported by provider 'cerebras'."
         )
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         error = (await resp.json())["error"]
         assert (error["code"], error["param"]) == ("model_not_supported", "model")
         assert error["message"] == (
             f"The requested model '{MODEL}' is not supported by any provider you have enabled."
         )
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         error = (await resp.json())["error"]
         assert error["code"] == "context_length_exceeded"
         assert "maximum context length" in error["message"]
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         assert await resp.json() == {
             "error": {"message": "boom", "type": "server_error", "param": None, "code": None}
         }
 
 
 async def test_retry_after_header_on_error_and_success(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """retry_after sets Retry-After on a 429 and, like the real router, on a 200 too."""
     router.script(MODEL, Reply(status=429, retry_after="7"), Reply(retry_after="30"))
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         assert resp.status == 429
         assert resp.headers["Retry-After"] == "7"
         assert (await resp.json())["error"]["message"].startswith("Rate limit")
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         assert resp.status == 200
         assert resp.headers["Retry-After"] == "30"
 
@@ -486,10 +474,10 @@ async def test_retry_after_header_on_error_and_success(
 
 
 async def test_stream_ok_with_usage_on_last_chunk(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """A stream is SSE data events: role first, content pieces, finish chunk with usage, [DONE]."""
-    resp, events, error = await stream_events(session, router, Reply(chunks=3, content="abcdef"))
+    resp, events, error = await stream_events(http, router, Reply(chunks=3, content="abcdef"))
     assert error is None
     assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert resp.headers["x-inference-provider"] == "together"
@@ -506,12 +494,10 @@ async def test_stream_ok_with_usage_on_last_chunk(
     assert chunks[-1]["usage"]["completion_tokens"] == 1
 
 
-async def test_stream_usage_separate_chunk(
-    router: FakeRouter, session: aiohttp.ClientSession
-) -> None:
+async def test_stream_usage_separate_chunk(router: FakeRouter, http: aiohttp.ClientSession) -> None:
     """usage="separate" adds a choices:[] usage chunk before [DONE] only with include_usage."""
     _, events, _ = await stream_events(
-        session, router, Reply(usage="separate"), stream_options={"include_usage": True}
+        http, router, Reply(usage="separate"), stream_options={"include_usage": True}
     )
     assert events[-1] == "[DONE]"
     usage_chunk = json.loads(events[-2])
@@ -520,7 +506,7 @@ async def test_stream_usage_separate_chunk(
     finish = json.loads(events[-3])
     assert finish["choices"][0]["finish_reason"] == "stop"
     assert finish["usage"] is None
-    _, events, _ = await stream_events(session, router, Reply(usage="separate"))
+    _, events, _ = await stream_events(http, router, Reply(usage="separate"))
     assert all(json.loads(e)["usage"] is None for e in events[:-1])
 
 
@@ -544,10 +530,10 @@ async def test_stream_via_sdk(router: FakeRouter, sdk: AsyncOpenAI) -> None:
 
 
 async def test_drop_after_aborts_mid_stream(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """drop_after=k sends k chunks then resets the connection: a payload error, no [DONE]."""
-    _, events, error = await stream_events(session, router, Reply(chunks=3, drop_after=1))
+    _, events, error = await stream_events(http, router, Reply(chunks=3, drop_after=1))
     assert isinstance(error, aiohttp.ClientPayloadError)
     assert len(events) == 1
     assert json.loads(events[0])["choices"][0]["delta"]["content"] == "Hello fr"
@@ -567,9 +553,9 @@ async def test_error_event_after(router: FakeRouter, sdk: AsyncOpenAI) -> None:
     assert received == ["Hello fr"]
 
 
-async def test_error_event_raw_framing(router: FakeRouter, session: aiohttp.ClientSession) -> None:
+async def test_error_event_raw_framing(router: FakeRouter, http: aiohttp.ClientSession) -> None:
     """The error event is the last event and carries a server_error object."""
-    _, events, error = await stream_events(session, router, Reply(error_event_after=2))
+    _, events, error = await stream_events(http, router, Reply(error_event_after=2))
     assert error is None
     assert len(events) == 3
     assert json.loads(events[-1]) == {
@@ -577,43 +563,43 @@ async def test_error_event_raw_framing(router: FakeRouter, session: aiohttp.Clie
     }
 
 
-async def test_non_json_event_after(router: FakeRouter, session: aiohttp.ClientSession) -> None:
+async def test_non_json_event_after(router: FakeRouter, http: aiohttp.ClientSession) -> None:
     """non_json_event_after=k inserts one non-JSON data event after k chunks and carries on."""
-    _, events, _ = await stream_events(session, router, Reply(chunks=2, non_json_event_after=1))
+    _, events, _ = await stream_events(http, router, Reply(chunks=2, non_json_event_after=1))
     assert events[1] == "this is not json"
     assert events[-1] == "[DONE]"
     assert len(events) == 5
 
 
 async def test_done_false_ends_without_done(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """done=False ends the stream cleanly after the finish chunk but without [DONE]."""
-    _, events, error = await stream_events(session, router, Reply(done=False))
+    _, events, error = await stream_events(http, router, Reply(done=False))
     assert error is None
     assert "[DONE]" not in events
     assert json.loads(events[-1])["choices"][0]["finish_reason"] == "stop"
 
 
 async def test_finish_reason_none_truncates(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """finish_reason=None leaves every chunk, the last included, with finish_reason null."""
-    _, events, _ = await stream_events(session, router, Reply(finish_reason=None))
+    _, events, _ = await stream_events(http, router, Reply(finish_reason=None))
     chunks = [json.loads(e) for e in events[:-1]]
     assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * 4
 
 
 async def test_stream_reasoning_and_tool_calls(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """reasoning puts a reasoning delta first; tool_calls streams a call and ends in tool_calls."""
-    _, events, _ = await stream_events(session, router, Reply(reasoning="reasoning_content"))
+    _, events, _ = await stream_events(http, router, Reply(reasoning="reasoning_content"))
     first = json.loads(events[0])["choices"][0]["delta"]
     assert first["role"] == "assistant"
     assert first["reasoning_content"].startswith("Thinking")
     assert "role" not in json.loads(events[1])["choices"][0]["delta"]
-    _, events, _ = await stream_events(session, router, Reply(tool_calls=True, chunks=2))
+    _, events, _ = await stream_events(http, router, Reply(tool_calls=True, chunks=2))
     deltas = [json.loads(e)["choices"][0] for e in events[:-1]]
     head = deltas[0]["delta"]["tool_calls"][0]
     assert head["function"]["name"] == "get_weather"
@@ -624,11 +610,11 @@ async def test_stream_reasoning_and_tool_calls(
 
 
 async def test_stall_then_client_disconnect_is_recorded(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """stall_after=k hangs after k chunks; the client closing is recorded within 1 s."""
     router.script(MODEL, Reply(stall_after=1))
-    resp = await post_chat(session, router, chat_body(f"{MODEL}:groq", stream=True))
+    resp = await post_chat(http, router, chat_body(f"{MODEL}:groq", stream=True))
     line = await asyncio.wait_for(resp.content.readline(), 1.0)
     assert (
         json.loads(line.decode()[len("data: ") :])["choices"][0]["delta"]["content"] == "Hello fr"
@@ -642,14 +628,14 @@ async def test_stall_then_client_disconnect_is_recorded(
         await router.wait_disconnect(0.1)
 
 
-async def test_delay_first_byte(router: FakeRouter, session: aiohttp.ClientSession) -> None:
+async def test_delay_first_byte(router: FakeRouter, http: aiohttp.ClientSession) -> None:
     """delay_first_byte holds the status line; the request is recorded before the delay."""
     router.script(MODEL, Reply(delay_first_byte=0.3), Reply(delay_first_byte=30))
     started = time.monotonic()
-    async with await post_chat(session, router, chat_body()) as resp:
+    async with await post_chat(http, router, chat_body()) as resp:
         assert resp.status == 200
     assert time.monotonic() - started >= 0.3
-    task = asyncio.create_task(post_chat(session, router, chat_body(stream=True)))
+    task = asyncio.create_task(post_chat(http, router, chat_body(stream=True)))
     for _ in range(100):
         if router.count(MODEL) == 2:
             break
@@ -663,12 +649,12 @@ async def test_delay_first_byte(router: FakeRouter, session: aiohttp.ClientSessi
 
 
 async def test_queue_order_repeat_and_exact_suffix(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """Replies pop in order then fall back to the default; repeat sticks; exact ids win."""
 
     async def status(model: str) -> int:
-        async with await post_chat(session, router, chat_body(model)) as resp:
+        async with await post_chat(http, router, chat_body(model)) as resp:
             await resp.read()
             return resp.status
 
@@ -684,12 +670,12 @@ async def test_queue_order_repeat_and_exact_suffix(
     assert router.count(MODEL) == 8
 
 
-async def test_close_is_prompt_with_a_stalled_client(session: aiohttp.ClientSession) -> None:
+async def test_close_is_prompt_with_a_stalled_client(http: aiohttp.ClientSession) -> None:
     """Closing the fake with a client stalled mid-stream takes well under a second."""
     fake = FakeRouter()
     await fake.start()
     fake.script(MODEL, Reply(stall_after=0))
-    resp = await post_chat(session, fake, chat_body(stream=True))
+    resp = await post_chat(http, fake, chat_body(stream=True))
     started = time.monotonic()
     await fake.close()
     assert time.monotonic() - started < 1.0
@@ -697,9 +683,9 @@ async def test_close_is_prompt_with_a_stalled_client(session: aiohttp.ClientSess
     resp.close()
 
 
-async def test_unknown_route_is_404(router: FakeRouter, session: aiohttp.ClientSession) -> None:
+async def test_unknown_route_is_404(router: FakeRouter, http: aiohttp.ClientSession) -> None:
     """Routes the router does not have answer 404 and are still recorded."""
-    async with session.post(f"{router.base_url}/completions", json={"prompt": "x"}) as resp:
+    async with http.post(f"{router.base_url}/completions", json={"prompt": "x"}) as resp:
         assert resp.status == 404
     assert router.requests[-1].path == "/v1/completions"
     assert router.requests[-1].json == {"prompt": "x"}
@@ -708,9 +694,9 @@ async def test_unknown_route_is_404(router: FakeRouter, session: aiohttp.ClientS
 # ------------------------------------------------------------------------------------- whoami
 
 
-async def test_whoami_valid_token(router: FakeRouter, session: aiohttp.ClientSession) -> None:
+async def test_whoami_valid_token(router: FakeRouter, http: aiohttp.ClientSession) -> None:
     """A valid token gets the whoami-v2 user with a fine-grained inference permission."""
-    async with session.get(f"{router.url}/api/whoami-v2", headers=AUTH) as resp:
+    async with http.get(f"{router.url}/api/whoami-v2", headers=AUTH) as resp:
         assert resp.status == 200
         body = await resp.json()
     assert body["type"] == "user"
@@ -722,21 +708,21 @@ async def test_whoami_valid_token(router: FakeRouter, session: aiohttp.ClientSes
 
 
 async def test_whoami_invalid_or_missing_token(
-    router: FakeRouter, session: aiohttp.ClientSession
+    router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """A missing or non-hf_ token gets 401 with the Hub's credentials string."""
     for headers in ({}, {"Authorization": "Bearer nope"}):
-        async with session.get(f"{router.url}/api/whoami-v2", headers=headers) as resp:
+        async with http.get(f"{router.url}/api/whoami-v2", headers=headers) as resp:
             assert resp.status == 401
             assert await resp.json() == {"error": MSG_HUB_BAD_TOKEN}
             assert "x-request-id" not in resp.headers
 
 
-async def test_whoami_no_inference_token(session: aiohttp.ClientSession) -> None:
+async def test_whoami_no_inference_token(http: aiohttp.ClientSession) -> None:
     """A no_inference token is valid for whoami but its permissions lack inference."""
     async with FakeRouter(tokens={"hf_a"}, no_inference_tokens={"hf_b"}) as fake:
         headers = {"Authorization": "Bearer hf_b"}
-        async with session.get(f"{fake.url}/api/whoami-v2", headers=headers) as resp:
+        async with http.get(f"{fake.url}/api/whoami-v2", headers=headers) as resp:
             assert resp.status == 200
             token = (await resp.json())["auth"]["accessToken"]
     assert token["role"] == "fineGrained"

@@ -32,12 +32,6 @@ MESSAGES: list[Any] = [{"role": "user", "content": "Say hello"}]
 FAST = {"connectSeconds": 1, "firstTokenSeconds": 0.5, "idleSeconds": 0.5, "totalSeconds": 10}
 
 
-@pytest.fixture
-async def router() -> AsyncIterator[FakeRouter]:
-    async with FakeRouter() as fake:
-        yield fake
-
-
 @asynccontextmanager
 async def serve(
     home: Path, router: FakeRouter, **config: Any

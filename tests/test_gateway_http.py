@@ -28,12 +28,6 @@ CHAT = {"model": "coderclaw", "messages": MESSAGES}
 FAST = {"connectSeconds": 1, "firstTokenSeconds": 0.5, "idleSeconds": 0.5, "totalSeconds": 10}
 
 
-@pytest.fixture
-async def router() -> AsyncIterator[FakeRouter]:
-    async with FakeRouter() as fake:
-        yield fake
-
-
 @asynccontextmanager
 async def serve(
     home: Path, router: FakeRouter, **config: Any

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -25,18 +25,6 @@ from tests.gateway_harness import TOKEN, write_config
 NEW_TOKEN = "hf_reloadedTokenQRSTUV987654"
 MODEL_A = "huggingface/org/model-a"
 MODEL_B = "huggingface/org/model-b"
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[FakeRouter]:
-    async with FakeRouter() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def write_env(path: Path, text: str) -> None:

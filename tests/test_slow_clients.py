@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from tests.fake_router import FakeRouter
@@ -31,12 +30,6 @@ GW_TOKEN = "gw-slow-Tn4Wq8Zk2Lp6Xv"
 AUTH = {"Authorization": f"Bearer {GW_TOKEN}"}
 ENV = {"CODERCLAW_GATEWAY_TOKEN": GW_TOKEN}
 BODY = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[FakeRouter]:
-    async with FakeRouter() as fake:
-        yield fake
 
 
 def timeouts(idle: float = 1.5, total: float = 30) -> dict[str, float]:
