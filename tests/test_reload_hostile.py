@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -57,6 +58,36 @@ def no_secret_in_logs(gw: GatewayProcess) -> None:
     assert "hf_" not in text  # not even a part of a token
 
 
+@asynccontextmanager
+async def running_gateway(
+    home: Path, router: FakeRouter
+) -> AsyncIterator[tuple[GatewayProcess, Path, Path]]:
+    """``gateway run`` (chain [MODEL_A], ``HF_TOKEN=TOKEN`` in its .env), healthy; yields the
+    process, the config and the .env (neither rewritten by the start). At the end of the
+    block: SIGTERM exits 0, and no token is in the log."""
+    config = write_config(home, router, chain=[MODEL_A])
+    config_text = config.read_text()
+    env_file = config.parent / ".env"
+    write_env(env_file, f"HF_TOKEN={TOKEN}\n")
+    port = free_port()
+    async with run_process(gateway_argv(port), clean_env(home), port=port) as gw:
+        await gw.wait_healthy()
+        assert config.read_text() == config_text
+        assert env_file.read_text() == f"HF_TOKEN={TOKEN}\n"
+        yield gw, config, env_file
+        gw.send(signal.SIGTERM)
+        assert await gw.wait_exit() == 0
+    no_secret_in_logs(gw)
+
+
+def remove(path: Path) -> None:
+    """Take away a broken file, whether a directory or not."""
+    if path.is_dir():
+        path.rmdir()
+    else:
+        path.unlink()
+
+
 # -- the config file ---------------------------------------------------------------------------
 
 
@@ -92,12 +123,7 @@ async def test_a_config_that_cannot_be_a_config_fails_the_reload_and_the_gateway
 ) -> None:
     """Before: a FIFO blocked the reload thread for ever, and 5,000 nested arrays were a
     RecursionError that killed the reload task without a word."""
-    config = write_config(isolated_home, router, chain=[MODEL_A])
-    env_file = config.parent / ".env"
-    write_env(env_file, f"HF_TOKEN={TOKEN}\n")
-    port = free_port()
-    async with run_process(gateway_argv(port), clean_env(isolated_home), port=port) as gw:
-        await gw.wait_healthy()
+    async with running_gateway(isolated_home, router) as (gw, config, env_file):
         await assert_serves(http, gw, router, MODEL_A, TOKEN)
 
         breaks(config)
@@ -108,16 +134,10 @@ async def test_a_config_that_cannot_be_a_config_fails_the_reload_and_the_gateway
         await assert_serves(http, gw, router, MODEL_A, TOKEN)
         assert env_file.read_text() == f"HF_TOKEN={TOKEN}\n"
 
-        if config.is_dir():
-            config.rmdir()
-        else:
-            config.unlink()
+        remove(config)
         write_config(isolated_home, router, chain=[MODEL_B])
         await reload(gw, "config_reloaded")
         await assert_serves(http, gw, router, MODEL_B, TOKEN)
-        gw.send(signal.SIGTERM)
-        assert await gw.wait_exit() == 0
-    no_secret_in_logs(gw)
 
 
 # -- the .env file -----------------------------------------------------------------------------
@@ -169,13 +189,8 @@ async def test_an_env_file_that_cannot_be_read_fails_the_reload_and_keeps_the_to
 ) -> None:
     """Before: an unclosed quote made python-dotenv skip the line with a warning, so the
     reload 'succeeded' without a token and every request then failed with 503."""
-    config = write_config(isolated_home, router, chain=[MODEL_A])
-    config_text = config.read_text()
-    env_file = config.parent / ".env"
-    write_env(env_file, f"HF_TOKEN={TOKEN}\n")
-    port = free_port()
-    async with run_process(gateway_argv(port), clean_env(isolated_home), port=port) as gw:
-        await gw.wait_healthy()
+    async with running_gateway(isolated_home, router) as (gw, config, env_file):
+        config_text = config.read_text()
         await assert_serves(http, gw, router, MODEL_A, TOKEN)
 
         breaks(env_file)
@@ -184,16 +199,10 @@ async def test_an_env_file_that_cannot_be_read_fails_the_reload_and_keeps_the_to
         await assert_serves(http, gw, router, MODEL_A, TOKEN)
         assert config.read_text() == config_text
 
-        if env_file.is_dir():
-            env_file.rmdir()
-        else:
-            env_file.unlink()
+        remove(env_file)
         write_env(env_file, f"HF_TOKEN={NEW_TOKEN}\n")
         await reload(gw, "config_reloaded")
         await assert_serves(http, gw, router, MODEL_A, NEW_TOKEN)
-        gw.send(signal.SIGTERM)
-        assert await gw.wait_exit() == 0
-    no_secret_in_logs(gw)
 
 
 # -- tokens with line breaks and spaces --------------------------------------------------------
@@ -206,12 +215,7 @@ async def test_a_token_with_a_line_break_is_joined_as_huggingface_hub_does_never
     process environment at start: CR/LF are dropped as huggingface_hub drops them, and the
     router receives the joined token in one clean header."""
     first, second = NEW_TOKEN[:12], NEW_TOKEN[12:]
-    config = write_config(isolated_home, router, chain=[MODEL_A])
-    env_file = config.parent / ".env"
-    write_env(env_file, f"HF_TOKEN={TOKEN}\n")
-    port = free_port()
-    async with run_process(gateway_argv(port), clean_env(isolated_home), port=port) as gw:
-        await gw.wait_healthy()
+    async with running_gateway(isolated_home, router) as (gw, _, env_file):
         await assert_serves(http, gw, router, MODEL_A, TOKEN)
         write_env(env_file, f'HF_TOKEN="{first}\\n{second}"\n')
         await reload(gw, "config_reloaded")
@@ -219,13 +223,10 @@ async def test_a_token_with_a_line_break_is_joined_as_huggingface_hub_does_never
         write_env(env_file, f'HF_TOKEN="{TOKEN[:10]}\r\n{TOKEN[10:]}"\n')  # a real CRLF in quotes
         await reload(gw, "config_reloaded")
         await assert_serves(http, gw, router, MODEL_A, TOKEN)
-        gw.send(signal.SIGTERM)
-        assert await gw.wait_exit() == 0
-    no_secret_in_logs(gw)
 
     env_file.unlink()
     env = clean_env(isolated_home, HF_TOKEN=f"{first}\n{second}\n")
-    async with run_process(gateway_argv(port), env, port=port) as gw:
+    async with run_process(gateway_argv(gw.port), env, port=gw.port) as gw:
         await gw.wait_healthy()
         await assert_serves(http, gw, router, MODEL_A, NEW_TOKEN)
         gw.send(signal.SIGTERM)
@@ -244,18 +245,10 @@ async def test_a_token_with_a_line_break_is_joined_as_huggingface_hub_does_never
 async def test_a_token_with_a_space_or_tab_fails_the_reload_without_showing_it(
     isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession, line: str, names: str
 ) -> None:
-    config = write_config(isolated_home, router, chain=[MODEL_A])
-    env_file = config.parent / ".env"
-    write_env(env_file, f"HF_TOKEN={TOKEN}\n")
-    port = free_port()
-    async with run_process(gateway_argv(port), clean_env(isolated_home), port=port) as gw:
-        await gw.wait_healthy()
+    async with running_gateway(isolated_home, router) as (gw, _, env_file):
         write_env(env_file, f"HF_TOKEN={TOKEN}\n{line}")
         failed = await reload(gw, "config_reload_failed")
         assert names in str(failed["error"])
         assert "cannot be sent in an HTTP header" in str(failed["error"])
         await assert_serves(http, gw, router, MODEL_A, TOKEN)
-        gw.send(signal.SIGTERM)
-        assert await gw.wait_exit() == 0
-    no_secret_in_logs(gw)
     assert NEW_TOKEN[:12] not in gw.log_text() and NEW_TOKEN[12:] not in gw.log_text()
