@@ -88,17 +88,19 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def to_directory(path: Path) -> None:
+    """Replace a file (the config or the .env) by an empty directory of the same name."""
+    path.unlink()
+    path.mkdir()
+
+
+def to_fifo(path: Path) -> None:
+    """Replace a file (the config or the .env) by a FIFO nobody writes to."""
+    path.unlink()
+    os.mkfifo(path)
+
+
 # -- the config file ---------------------------------------------------------------------------
-
-
-def config_to_directory(config: Path) -> None:
-    config.unlink()
-    config.mkdir()
-
-
-def config_to_fifo(config: Path) -> None:
-    config.unlink()
-    os.mkfifo(config)
 
 
 def config_nested(config: Path) -> None:
@@ -108,8 +110,8 @@ def config_nested(config: Path) -> None:
 @pytest.mark.parametrize(
     ("breaks", "says"),
     [
-        (config_to_directory, "is a directory, not a config file"),
-        (config_to_fifo, "is not a regular file"),
+        (to_directory, "is a directory, not a config file"),
+        (to_fifo, "is not a regular file"),
         (config_nested, "nested too deeply"),
     ],
     ids=["directory", "fifo", "nested-5000-deep"],
@@ -143,16 +145,6 @@ async def test_a_config_that_cannot_be_a_config_fails_the_reload_and_the_gateway
 # -- the .env file -----------------------------------------------------------------------------
 
 
-def env_to_directory(env_file: Path) -> None:
-    env_file.unlink()
-    env_file.mkdir()
-
-
-def env_to_fifo(env_file: Path) -> None:
-    env_file.unlink()
-    os.mkfifo(env_file)
-
-
 def env_not_utf8(env_file: Path) -> None:
     env_file.write_bytes(b"HF_TOKEN=hf_\xff\xfe\n")
 
@@ -168,8 +160,8 @@ def env_unreadable(env_file: Path) -> None:
 @pytest.mark.parametrize(
     ("breaks", "says"),
     [
-        (env_to_directory, "is not a regular file"),
-        (env_to_fifo, "is not a regular file"),
+        (to_directory, "is not a regular file"),
+        (to_fifo, "is not a regular file"),
         (env_not_utf8, "cannot read the env file"),
         (env_unclosed_quote, ":2: this line is not KEY=value (an unclosed quote?)"),
         pytest.param(
