@@ -23,6 +23,7 @@ from gateway.catalog import (
 )
 from gateway.listing import list_models
 from gateway.refs import build_alias_map, parse_ref
+from tests.provider_page import PAGE_MODELS
 
 # HF_ROUTER_FACTS.md §1.2, verbatim (real curl output pasted into hub-docs).
 SAMPLE_ENTRY = json.loads(
@@ -102,19 +103,6 @@ SAMPLE_ENTRY = json.loads(
 }
 """
 )
-
-PAGE_MODELS = [
-    "deepseek-ai/DeepSeek-R1",
-    "deepseek-ai/DeepSeek-V3.2",
-    "Qwen/Qwen3-8B",
-    "Qwen/Qwen2.5-7B-Instruct",
-    "Qwen/Qwen3-32B",
-    "meta-llama/Llama-3.3-70B-Instruct",
-    "meta-llama/Llama-3.1-8B-Instruct",
-    "openai/gpt-oss-120b",
-    "zai-org/GLM-4.7",
-    "moonshotai/Kimi-K2.5",
-]
 
 
 def _payload(*items: Any) -> dict[str, Any]:

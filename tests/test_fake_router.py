@@ -26,23 +26,12 @@ from tests.fake_router import (
     default_models,
     make_model_entry,
 )
+from tests.provider_page import PAGE_MODELS
 
 TOKEN = "hf_test_token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MODEL = "Qwen/Qwen3-8B"
 REQUEST_ID = re.compile(r"^Root=1-[0-9a-f]{8}-[0-9a-f]{24};[0-9a-f-]{36}$")
-PAGE_MODELS = [
-    "deepseek-ai/DeepSeek-R1",
-    "deepseek-ai/DeepSeek-V3.2",
-    "Qwen/Qwen3-8B",
-    "Qwen/Qwen2.5-7B-Instruct",
-    "Qwen/Qwen3-32B",
-    "meta-llama/Llama-3.3-70B-Instruct",
-    "meta-llama/Llama-3.1-8B-Instruct",
-    "openai/gpt-oss-120b",
-    "zai-org/GLM-4.7",
-    "moonshotai/Kimi-K2.5",
-]
 
 
 @pytest.fixture
