@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +27,9 @@ from gateway.service.units import ServiceSpec, unit_text
 from gateway.store import set_env_var
 from tests.conftest import clean_env
 from tests.daemon_harness import (
+    GatewayProcess,
     NotifySocket,
+    StreamResult,
     chat,
     free_port,
     gateway_argv,
@@ -172,23 +174,32 @@ async def test_without_notify_socket_it_serves_and_stops_normally(
 # -- drain -------------------------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def streaming_gateway(
+    home: Path, router: FakeRouter, http: aiohttp.ClientSession, *, drain: float
+) -> AsyncIterator[tuple[GatewayProcess, aiohttp.ClientResponse, StreamResult]]:
+    """``gateway run`` with ``drainSeconds`` = ``drain``, and one client stream (of what the
+    test scripted for org/model-a) open, 200, its first event read: the moment to signal."""
+    port = free_port()
+    write_config(home, router, drainSeconds=drain)
+    async with run_process(gateway_argv(port), clean_env(home, HF_TOKEN=TOKEN), port=port) as gw:
+        await gw.wait_healthy()
+        resp, result = await open_stream(http, gw.v1)
+        assert resp.status == 200
+        assert await read_event(resp, result) is not None
+        yield gw, resp, result
+
+
 async def test_sigterm_lets_a_stream_in_flight_finish_refuses_new_connections_and_exits_0(
     isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """SIGTERM mid-stream (stream ~1.5 s, drainSeconds 5): the listener closes at once, the
     stream still ends with [DONE], and the process exits 0 right after it."""
-    port = free_port()
-    write_config(isolated_home, router, drainSeconds=5)
     router.script("org/model-a", slow_stream(1.5))
-    env = clean_env(isolated_home, HF_TOKEN=TOKEN)
-    async with run_process(gateway_argv(port), env, port=port) as gw:
-        await gw.wait_healthy()
-        resp, result = await open_stream(http, gw.v1)
-        assert resp.status == 200
-        assert await read_event(resp, result) is not None
+    async with streaming_gateway(isolated_home, router, http, drain=5) as (gw, resp, result):
         gw.send(signal.SIGTERM)
         await gw.wait_event("gateway_draining")  # logged once the listener is closed
-        assert not await port_open(port), "a new connection was accepted while draining"
+        assert not await port_open(gw.port), "a new connection was accepted while draining"
         await read_rest(resp, result)
         assert result.done and result.complete, result.events
         assert result.errors() == []
@@ -200,14 +211,8 @@ async def test_a_stream_longer_than_the_grace_period_is_cut_with_an_sse_error_ev
 ) -> None:
     """drainSeconds 1, a ~5 s stream: about 1 s after SIGTERM the client gets
     ``data: {"error": …}`` and a cleanly ended body without [DONE]; the process exits 0."""
-    port = free_port()
-    write_config(isolated_home, router, drainSeconds=1)
     router.script("org/model-a", slow_stream(5, chunks=10))
-    env = clean_env(isolated_home, HF_TOKEN=TOKEN)
-    async with run_process(gateway_argv(port), env, port=port) as gw:
-        await gw.wait_healthy()
-        resp, result = await open_stream(http, gw.v1)
-        assert await read_event(resp, result) is not None
+    async with streaming_gateway(isolated_home, router, http, drain=1) as (gw, resp, result):
         gw.send(signal.SIGTERM)
         signalled = time.monotonic()
         await read_rest(resp, result)
@@ -225,14 +230,8 @@ async def test_a_second_sigint_exits_at_once(
     isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """The first SIGINT drains (a long stream would keep it 10 s); the second exits now (130)."""
-    port = free_port()
-    write_config(isolated_home, router, drainSeconds=10)
     router.script("org/model-a", slow_stream(8, chunks=16))
-    env = clean_env(isolated_home, HF_TOKEN=TOKEN)
-    async with run_process(gateway_argv(port), env, port=port) as gw:
-        await gw.wait_healthy()
-        resp, result = await open_stream(http, gw.v1)
-        assert await read_event(resp, result) is not None
+    async with streaming_gateway(isolated_home, router, http, drain=10) as (gw, resp, _):
         gw.send(signal.SIGINT)
         await gw.wait_event("gateway_draining")
         gw.send(signal.SIGINT)
