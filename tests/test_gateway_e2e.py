@@ -19,6 +19,8 @@ import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from openai._legacy_response import LegacyAPIResponse
+from openai.types.chat import ChatCompletion
 
 from gateway.refs import parse_ref
 from gateway.server import GatewayState
@@ -45,6 +47,13 @@ async def serve(
         yield client, state, base
 
 
+async def ask(client: AsyncOpenAI) -> LegacyAPIResponse[ChatCompletion]:
+    """One plain chat to the ``coderclaw`` alias; raw, to read its x-coderclaw-* headers."""
+    return await client.chat.completions.with_raw_response.create(
+        model="coderclaw", messages=MESSAGES
+    )
+
+
 async def stream_text(stream: Any) -> tuple[str, list[Any]]:
     chunks = [chunk async for chunk in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -67,9 +76,7 @@ async def test_success_non_stream_names_the_serving_ref(
     isolated_home: Path, router: FakeRouter
 ) -> None:
     async with serve(isolated_home, router) as (client, _, _):
-        raw = await client.chat.completions.with_raw_response.create(
-            model="coderclaw", messages=MESSAGES
-        )
+        raw = await ask(client)
         completion = raw.parse()
     assert completion.choices[0].message.content == f"Hello from {A}"
     assert completion.choices[0].finish_reason == "stop"
@@ -179,9 +186,7 @@ async def test_retries_setting_counts_attempts_on_one_model(
 ) -> None:
     router.script(A, Reply(status=502, retry_after="0", repeat=True))
     async with serve(isolated_home, router, retries=3) as (client, _, _):
-        raw = await client.chat.completions.with_raw_response.create(
-            model="coderclaw", messages=MESSAGES
-        )
+        raw = await ask(client)
     assert router.count(A) == 4
     assert raw.headers["x-coderclaw-attempts"] == ",".join([f"{REF_A}=502"] * 4 + [f"{REF_B}=200"])
 
@@ -192,9 +197,7 @@ async def test_429_with_a_short_retry_after_is_waited_for(
     router.script(A, Reply(status=429, retry_after="2"))
     async with serve(isolated_home, router) as (client, _, _):
         started = time.monotonic()
-        raw = await client.chat.completions.with_raw_response.create(
-            model="coderclaw", messages=MESSAGES
-        )
+        raw = await ask(client)
         elapsed = time.monotonic() - started
     assert raw.parse().model == REF_A
     assert elapsed >= 1.8
@@ -208,13 +211,9 @@ async def test_429_with_a_long_retry_after_fails_over_at_once_and_skips_the_prim
     router.script(A, Reply(status=429, retry_after="60"))
     async with serve(isolated_home, router) as (client, state, _):
         started = time.monotonic()
-        first = await client.chat.completions.with_raw_response.create(
-            model="coderclaw", messages=MESSAGES
-        )
+        first = await ask(client)
         elapsed = time.monotonic() - started
-        second = await client.chat.completions.with_raw_response.create(
-            model="coderclaw", messages=MESSAGES
-        )
+        second = await ask(client)
         until = state.cooldowns.cooling_until(parse_ref(REF_A), time.monotonic())
     assert first.parse().model == REF_B
     assert elapsed < 1.0
@@ -278,9 +277,7 @@ async def test_when_every_model_cools_the_soonest_to_end_is_tried(
         now = time.monotonic()
         state.cooldowns.fail(parse_ref(REF_A), now, retry_after=50)
         state.cooldowns.fail(parse_ref(REF_B), now)
-        raw = await client.chat.completions.with_raw_response.create(
-            model="coderclaw", messages=MESSAGES
-        )
+        raw = await ask(client)
     assert raw.parse().model == REF_B
     assert raw.headers["x-coderclaw-attempts"] == f"{REF_B}=200"
     assert router.count(A) == 0
@@ -331,9 +328,7 @@ async def test_model_unavailable_goes_to_the_next_model_at_once(
 ) -> None:
     router.script(A, Reply(status=status, error_code=code, repeat=True))
     async with serve(isolated_home, router, retries=3) as (client, _, _):
-        raw = await client.chat.completions.with_raw_response.create(
-            model="coderclaw", messages=MESSAGES
-        )
+        raw = await ask(client)
     assert raw.parse().model == REF_B
     assert router.count(A) == 1
     assert raw.headers["x-coderclaw-attempts"] == f"{REF_A}={status},{REF_B}=200"
