@@ -260,6 +260,15 @@ async def wait_until_still(upstream: EndlessUpstream, quiet: float = 0.5) -> int
     return last
 
 
+async def open_unread_stream(v1: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection with a 4 KiB receive buffer that asks for a stream (then reads nothing)."""
+    reader, writer = await open_raw(v1, SO_RCVBUF=4096)
+    stream_body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True})
+    writer.write(head(len(stream_body)) + stream_body.encode())
+    await writer.drain()
+    return reader, writer
+
+
 async def test_a_stream_nobody_reads_stops_the_upstream_and_holds_back_no_one(
     isolated_home: Path,
 ) -> None:
@@ -272,10 +281,7 @@ async def test_a_stream_nobody_reads_stops_the_upstream_and_holds_back_no_one(
         upstream.running(),
         run_gateway(isolated_home, upstream, env=ENV, timeouts=timeouts(idle=30)) as (v1, _),
     ):
-        _, writer = await open_raw(v1, SO_RCVBUF=4096)
-        stream_body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True})
-        writer.write(head(len(stream_body)) + stream_body.encode())
-        await writer.drain()
+        _, writer = await open_unread_stream(v1)
         stalled_at = await wait_until_still(upstream)
         # What was sent sits in kernel socket buffers (a few MB on loopback), not in the gateway:
         # an endless stream has stopped, far below what the upstream could produce in 1 s.
@@ -300,10 +306,7 @@ async def test_a_stream_nobody_reads_is_ended_by_the_idle_timeout(isolated_home:
         upstream.running(),
         run_gateway(isolated_home, upstream, env=ENV, timeouts=timeouts(idle=1.0)) as (v1, state),
     ):
-        reader, writer = await open_raw(v1, SO_RCVBUF=4096)
-        stream_body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True})
-        writer.write(head(len(stream_body)) + stream_body.encode())
-        await writer.drain()
+        reader, writer = await open_unread_stream(v1)
         await wait_until_still(upstream, quiet=0.3)
         started = time.monotonic()
         await eventually(lambda: upstream.streams_ended == 1 and state.open_streams == 0)
