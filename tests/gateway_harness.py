@@ -17,6 +17,19 @@ from tests.fake_router import FakeRouter
 TOKEN = "hf_testtokenABCDEFGHIJKLMNOP1234"
 
 
+@asynccontextmanager
+async def serve_app(app: web.Application, **runner_options: Any) -> AsyncIterator[int]:
+    """Serve ``app`` on 127.0.0.1 at a free port (yielded); cleaned up at the end of the block."""
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
 def write_config(home: Path, router: FakeRouter, **gateway: Any) -> Path:
     """A config file whose huggingface provider is the fake router."""
     chain = gateway.pop("chain", ["huggingface/org/model-a", "huggingface/org/model-b"])
@@ -65,12 +78,5 @@ async def run_gateway(
         environ["HF_TOKEN"] = token
     settings: Settings = load_settings(environ)
     app = make_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serve_app(app, handler_cancellation=True, shutdown_timeout=1) as port:
         yield f"http://127.0.0.1:{port}/v1", app[STATE]
-    finally:
-        await runner.cleanup()

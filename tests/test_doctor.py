@@ -18,6 +18,7 @@ from gateway.doctor import Check, catalog_age_check, exit_code, format_check, se
 from tests.cli_helpers import BAD_TOKEN, GOOD_TOKEN, assert_secret_absent, child_env, run_cli
 from tests.daemon_harness import free_port
 from tests.fake_router import FakeRouter, ModelsReply
+from tests.gateway_harness import serve_app
 
 # --------------------------------------------------------------------------- pure
 
@@ -181,16 +182,9 @@ async def test_a_running_gateway_on_the_port_is_ok(
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    _setup(state_dir, router, port, GOOD_TOKEN)
-    try:
+    async with serve_app(app, shutdown_timeout=0.1) as port:
+        _setup(state_dir, router, port, GOOD_TOKEN)
         run = await run_cli("doctor", "--json", env=child_env(isolated_home))
-    finally:
-        await runner.cleanup()
     report = json.loads(run.out)
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["port"] == {

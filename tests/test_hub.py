@@ -20,6 +20,7 @@ from gateway.hub import (
 )
 from gateway.secret import Secret
 from tests.fake_router import USER_NAME, FakeRouter
+from tests.gateway_harness import serve_app
 
 TOKEN = "hf_HubTestToken1234567890abcdef"
 
@@ -149,15 +150,7 @@ async def test_slow_hub_times_out_as_unreachable() -> None:
 
     app = web.Application()
     app.router.add_get("/api/whoami-v2", slow)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession() as session:
-            check = await check_token(session, f"http://127.0.0.1:{port}", Secret(TOKEN), 0.2)
-    finally:
-        await runner.cleanup()
+    async with serve_app(app, shutdown_timeout=0.1) as port, aiohttp.ClientSession() as session:
+        check = await check_token(session, f"http://127.0.0.1:{port}", Secret(TOKEN), 0.2)
     assert check.status is TokenStatus.UNREACHABLE
     assert check.detail is not None and "timed out" in check.detail

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.fake_router import FakeRouter
-from tests.gateway_harness import run_gateway
+from tests.gateway_harness import run_gateway, serve_app
 
 GW_TOKEN = "gw-slow-Tn4Wq8Zk2Lp6Xv"
 AUTH = {"Authorization": f"Bearer {GW_TOKEN}"}
@@ -189,7 +189,6 @@ class EndlessUpstream:
     base_url: str = ""
     sent: int = 0
     streams_ended: int = 0
-    _runner: web.AppRunner | None = field(default=None, repr=False)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         if not (await request.json()).get("stream"):
@@ -229,17 +228,10 @@ class EndlessUpstream:
     async def running(self) -> AsyncIterator[EndlessUpstream]:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.base_url = f"{self.url}/v1"
-        try:
+        async with serve_app(app, handler_cancellation=True, shutdown_timeout=0.2) as port:
+            self.url = f"http://127.0.0.1:{port}"
+            self.base_url = f"{self.url}/v1"
             yield self
-        finally:
-            await self._runner.cleanup()
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
