@@ -396,16 +396,24 @@ async def test_rejected_token_writes_nothing(
     assert_secret_absent(OTHER_TOKEN, run.out, run.err)
 
 
-async def test_rejected_token_with_no_state_dir_creates_nothing(
-    router: FakeRouter, isolated_home: Path, tmp_path: Path
-) -> None:
-    """A rejected token on a fresh machine leaves no state dir behind."""
+def _fresh_machine(
+    router: FakeRouter, home: Path, tmp_path: Path, **extra: str
+) -> tuple[Path, dict[str, str]]:
+    """A state dir that does not exist yet and a config elsewhere: (state, the child's env)."""
     config = tmp_path / "elsewhere.json5"
     config.write_text(router_config(router.url, router.base_url))
     state = tmp_path / "fresh-state"
     env = child_env(
-        isolated_home, CODERCLAW_STATE_DIR=str(state), CODERCLAW_CONFIG_PATH=str(config)
+        home, CODERCLAW_STATE_DIR=str(state), CODERCLAW_CONFIG_PATH=str(config), **extra
     )
+    return state, env
+
+
+async def test_rejected_token_with_no_state_dir_creates_nothing(
+    router: FakeRouter, isolated_home: Path, tmp_path: Path
+) -> None:
+    """A rejected token on a fresh machine leaves no state dir behind."""
+    state, env = _fresh_machine(router, isolated_home, tmp_path)
     run = await run_cli("onboard", "--non-interactive", "--huggingface-api-key", BAD_TOKEN, env=env)
     assert run.code == 2
     assert not state.exists()
@@ -415,15 +423,7 @@ async def test_fresh_state_dir_is_created_0700(
     router: FakeRouter, isolated_home: Path, tmp_path: Path
 ) -> None:
     """With no state dir yet, onboarding creates it (0700) and the .env in it (0600)."""
-    config = tmp_path / "elsewhere.json5"
-    config.write_text(router_config(router.url, router.base_url))
-    state = tmp_path / "fresh-state"
-    env = child_env(
-        isolated_home,
-        CODERCLAW_STATE_DIR=str(state),
-        CODERCLAW_CONFIG_PATH=str(config),
-        HF_TOKEN=GOOD_TOKEN,
-    )
+    state, env = _fresh_machine(router, isolated_home, tmp_path, HF_TOKEN=GOOD_TOKEN)
     run = await run_cli("onboard", "--non-interactive", env=env)
     assert run.code == 0, run.text
     assert mode(state) == 0o700 and mode(state / ".env") == 0o600
