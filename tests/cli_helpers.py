@@ -15,6 +15,16 @@ from typing import Any
 from tests.conftest import clean_env
 
 DATA = Path(__file__).parent / "data"
+# The provider page's non-interactive onboarding, up to the token that follows it.
+ONBOARD_WITH_KEY = (
+    "onboard",
+    "--non-interactive",
+    "--mode",
+    "local",
+    "--auth-choice",
+    "huggingface-api-key",
+    "--huggingface-api-key",
+)
 CODERCLAW = str(Path(sys.executable).parent / "coderclaw")
 VENV_BIN = str(Path(sys.executable).parent)
 GOOD_TOKEN = "hf_GoodToken0123456789abcdefXYZ"

@@ -27,6 +27,7 @@ from gateway.store import plan_config_update
 from tests.cli_helpers import (
     BAD_TOKEN,
     GOOD_TOKEN,
+    ONBOARD_WITH_KEY,
     OTHER_TOKEN,
     assert_secret_absent,
     child_env,
@@ -377,13 +378,7 @@ async def test_rejected_token_writes_nothing(
     env_file.chmod(0o600)
     before = (config.read_bytes(), env_file.read_bytes())
     run = await run_cli(
-        "onboard",
-        "--non-interactive",
-        "--mode",
-        "local",
-        "--auth-choice",
-        "huggingface-api-key",
-        "--huggingface-api-key",
+        *ONBOARD_WITH_KEY,
         BAD_TOKEN,
         env=child_env(isolated_home),
     )

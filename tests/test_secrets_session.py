@@ -27,7 +27,7 @@ import pytest
 from gateway.secret import mask
 from gateway.service.units import UNIT_NAME, ServiceSpec, plist_text
 from gateway.store import set_env_var
-from tests.cli_helpers import child_env, mode, router_config, run_cli
+from tests.cli_helpers import ONBOARD_WITH_KEY, child_env, mode, router_config, run_cli
 from tests.daemon_harness import free_port, gateway_argv, run_process
 from tests.fake_router import FakeRouter, Reply
 from tests.fake_service_manager import make_fake_managers
@@ -107,13 +107,7 @@ async def test_a_whole_session_leaks_neither_token_anywhere(
 
     onboarded = await cli(
         "onboard",
-        "onboard",
-        "--non-interactive",
-        "--mode",
-        "local",
-        "--auth-choice",
-        "huggingface-api-key",
-        "--huggingface-api-key",
+        *ONBOARD_WITH_KEY,
         HF_SECRET,
         "--model",
         PRIMARY,

@@ -26,6 +26,7 @@ from gateway.service.manager import (
 )
 from gateway.service.units import LAUNCHD_LABEL, UNIT_NAME, ServiceSpec, unit_text
 from gateway.settings import load_settings
+from tests.cli_helpers import ONBOARD_WITH_KEY
 from tests.conftest import clean_env
 from tests.fake_service_manager import FakeManagers, make_fake_managers
 
@@ -559,13 +560,7 @@ def test_onboard_install_daemon_installs_and_starts_the_service(
             sys.executable,
             "-m",
             "gateway",
-            "onboard",
-            "--non-interactive",
-            "--mode",
-            "local",
-            "--auth-choice",
-            "huggingface-api-key",
-            "--huggingface-api-key",
+            *ONBOARD_WITH_KEY,
             TOKEN,
             "--install-daemon",
         ],
