@@ -7,6 +7,8 @@ import asyncio
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.upstream import upstream_connection_counts
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -91,17 +93,3 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-
-def upstream_connection_counts(connector: aiohttp.BaseConnector | None) -> tuple[int, int]:
-    """(active, idle) connections of an aiohttp connector.
-
-    aiohttp has no public count of a pool's connections; these are its private ``_acquired``
-    (handed out to a response) and ``_conns`` (idle keep-alive connections, per host) as of
-    aiohttp 3.14. An idle entry whose peer has already closed it holds no socket: not counted.
-    """
-    if connector is None or connector.closed:
-        return 0, 0
-    active = len(getattr(connector, "_acquired", ()))
-    pools = getattr(connector, "_conns", {})
-    idle = sum(1 for pool in pools.values() for proto, _ in pool if proto.is_connected())
-    return active, idle

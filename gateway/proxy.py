@@ -225,6 +225,12 @@ class ChatProxy:
             return _Failed(None, Failure.TIMEOUT, "no answer before the first-token timeout")
         except (aiohttp.ClientError, ConnectionError) as exc:
             return _Failed(None, Failure.RESET, f"connection failed: {type(exc).__name__}")
+        except asyncio.CancelledError:
+            # The client went away: leaving the `async with` closed the upstream connection,
+            # which is how the router learns to stop.
+            if not self.draining:
+                self.upstream.replace_closed_connection(ctx.settings)
+            raise
 
     def _finish_plain(
         self, ctx: ChatContext, ref: ModelRef, resp: aiohttp.ClientResponse, raw: bytes
@@ -308,6 +314,8 @@ class ChatProxy:
         except _ClientGone:
             ctx.outcome = "client_closed"
             assert out is not None
+            # The rest of the upstream stream is not read: its connection is closed.
+            self.upstream.replace_closed_connection(ctx.settings)
             return out
         except asyncio.CancelledError:
             if out is not None and self.draining:

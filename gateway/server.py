@@ -380,12 +380,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     session = state.session or new_session()
     state.session = session
     state.refresher = CatalogRefresher.from_settings(session, state.settings)
-    state.proxy = ChatProxy(Upstream(session), state.cooldowns, state.metrics)
+    upstream = Upstream(session)
+    state.proxy = ChatProxy(upstream, state.cooldowns, state.metrics)
     state.refresher.start()
     try:
         yield
     finally:
         await state.refresher.stop()
+        await upstream.close()
         if own_session:
             await session.close()
 

@@ -6,12 +6,18 @@ Only the configured router (and Hub) ever see the Hugging Face token; a client's
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from gateway import __version__
+from gateway.observe import get_logger
 from gateway.settings import Settings
+
+log = get_logger("gateway.upstream")
 
 USER_AGENT = f"coderclaw-gateway/{__version__}"
 # Client headers worth passing on: billing to an org is the user's explicit choice.
@@ -32,9 +38,73 @@ def new_session() -> aiohttp.ClientSession:
     )
 
 
+# A client that goes away mid-request makes the gateway close that request's upstream
+# connection (HTTP/1.1 has no other way to tell the router to stop). The pool would shrink by
+# one each time and the next requests pay new TCP (and TLS) handshakes in their latency, so
+# the connection is replaced in the background. Disconnects close together (a client closing
+# many connections, an editor cancelling as the user types) are refilled in one go.
+REFILL_DELAY = 0.05
+MAX_REFILL = 256
+
+
 class Upstream:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
+        self._lost = 0
+        self._refill_at: asyncio.TimerHandle | None = None
+        self._refills: set[asyncio.Task[None]] = set()
+
+    def replace_closed_connection(self, settings: Settings) -> None:
+        """Count one pooled connection closed because its request was abandoned; a
+        replacement is opened shortly (together with any other closed by then)."""
+        self._lost = min(self._lost + 1, MAX_REFILL)
+        if self._refill_at is None and not self.session.closed:
+            loop = asyncio.get_running_loop()
+            self._refill_at = loop.call_later(REFILL_DELAY, self._start_refill, settings)
+
+    def _start_refill(self, settings: Settings) -> None:
+        self._refill_at = None
+        count, self._lost = self._lost, 0
+        task = asyncio.get_running_loop().create_task(self._refill(settings, count))
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
+
+    async def _refill(self, settings: Settings, count: int) -> None:
+        connector = self.session.connector
+        if connector is None or connector.closed:
+            return
+        loop = asyncio.get_running_loop()
+        req = aiohttp.ClientRequest(
+            "POST", URL(settings.config.hf.base_url), loop=loop, session=self.session
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=settings.config.gateway.timeouts.connect_seconds
+        )
+        # connect() hands out idle connections first: hold those while `count` new ones are
+        # started, then give them straight back (one turn of the loop).
+        held = [
+            await connector.connect(req, [], timeout)
+            for _ in range(idle_connections(connector, req.connection_key))
+        ]
+        opening = [loop.create_task(connector.connect(req, [], timeout)) for _ in range(count)]
+        await asyncio.sleep(0)  # each connect() has found the pool empty and is dialling
+        for conn in held:
+            conn.release()
+        opened = 0
+        for result in await asyncio.gather(*opening, return_exceptions=True):
+            if isinstance(result, aiohttp.connector.Connection):
+                result.release()
+                opened += 1
+        log.debug("upstream_pool_refilled", closed=count, opened=opened)
+
+    async def close(self) -> None:
+        """Stop refilling (before the session closes)."""
+        if self._refill_at is not None:
+            self._refill_at.cancel()
+            self._refill_at = None
+        for task in self._refills:
+            task.cancel()
+        await asyncio.gather(*self._refills, return_exceptions=True)
 
     async def post_chat(
         self,
@@ -66,3 +136,25 @@ class Upstream:
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_seconds),
         )
+
+
+def _pool(connector: aiohttp.BaseConnector) -> Any:
+    # aiohttp has no public view of its pool: ``_acquired`` (connections handed out) and
+    # ``_conns`` (idle keep-alive connections per host) as of aiohttp 3.14; empty if renamed.
+    return getattr(connector, "_acquired", ()), getattr(connector, "_conns", {})
+
+
+def upstream_connection_counts(connector: aiohttp.BaseConnector | None) -> tuple[int, int]:
+    """(active, idle) connections of an aiohttp connector. An idle entry whose peer has
+    already closed it holds no socket: not counted."""
+    if connector is None or connector.closed:
+        return 0, 0
+    acquired, pools = _pool(connector)
+    idle = sum(1 for pool in pools.values() for proto, _ in pool if proto.is_connected())
+    return len(acquired), idle
+
+
+def idle_connections(connector: aiohttp.BaseConnector, key: Any) -> int:
+    """Idle keep-alive connections to one host (a ``ClientRequest.connection_key``)."""
+    _, pools = _pool(connector)
+    return sum(1 for proto, _ in pools.get(key, ()) if proto.is_connected())

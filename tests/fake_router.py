@@ -140,6 +140,7 @@ class Recorded:
     time: float
     body: bytes = b""
     query: dict[str, str] = field(default_factory=dict)
+    port: int | None = None  # the client's port: which connection the request came on
 
     @property
     def bare_model(self) -> str | None:
@@ -312,6 +313,11 @@ def default_models() -> list[dict[str, Any]]:
 
 def _bare(model: str) -> str:
     return model.split(":", 1)[0]
+
+
+def _client_port(transport: asyncio.BaseTransport | None) -> int | None:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return peer[1] if peer else None
 
 
 def _bearer(header: str | None) -> str | None:
@@ -540,6 +546,12 @@ class FakeRouter:
         self._disconnects_taken += 1
         return self.disconnects[self._disconnects_taken - 1]
 
+    def connection_ports(self) -> set[int]:
+        """The client ports of the connections open to the router now."""
+        server = self._runner.server if self._runner is not None else None
+        ports = (_client_port(conn.transport) for conn in (server.connections if server else ()))
+        return {port for port in ports if port is not None}
+
     def _note_disconnect(self, model: str) -> None:
         if not self._closing:
             self.disconnects.append((model, time.monotonic()))
@@ -565,6 +577,7 @@ class FakeRouter:
                 time=time.monotonic(),
                 body=raw,
                 query=dict(request.query),
+                port=_client_port(request.transport),
             )
         )
         return await handler(request)

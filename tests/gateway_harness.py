@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,15 @@ async def serve_app(app: web.Application, **runner_options: Any) -> AsyncIterato
         yield runner.addresses[0][1]
     finally:
         await runner.cleanup()
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    """Return once ``condition()`` is true (polled every 50 ms); TimeoutError after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.05)
 
 
 def write_config(home: Path, router: FakeRouter, **gateway: Any) -> Path:

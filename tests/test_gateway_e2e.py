@@ -24,8 +24,9 @@ from openai.types.chat import ChatCompletion
 
 from gateway.refs import parse_ref
 from gateway.server import GatewayState
+from gateway.upstream import upstream_connection_counts
 from tests.fake_router import FakeRouter, Reply
-from tests.gateway_harness import TOKEN, run_gateway
+from tests.gateway_harness import TOKEN, eventually, run_gateway
 
 A, B, C = "org/model-a", "org/model-b", "org/model-c"
 REF_A, REF_B, REF_C = (f"huggingface/{m}" for m in (A, B, C))
@@ -930,6 +931,71 @@ async def test_a_client_giving_up_before_the_answer_cancels_the_upstream_request
     assert model == A
     assert seen_at - started < 1.3
     assert router.count(B) == 0
+
+
+async def test_the_connection_closed_for_a_client_that_gave_up_is_replaced(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """Closing the upstream connection is how the router learns to stop; the gateway opens a
+    replacement at once, so the next request pays no new handshake."""
+    router.script(A, Reply(), Reply(delay_first_byte=20), Reply())
+    timeouts = {**FAST, "firstTokenSeconds": 30}
+    async with serve(isolated_home, router, timeouts=timeouts) as (client, state, _):
+        await ask(client)
+        [first] = router.connection_ports()
+        with pytest.raises(openai.APITimeoutError):
+            await client.chat.completions.create(model="coderclaw", messages=MESSAGES, timeout=0.3)
+        await router.wait_disconnect(1.0)
+        await eventually(lambda: len(router.connection_ports() - {first}) == 1, 2.0)
+        await eventually(lambda: first not in router.connection_ports(), 2.0)
+        [replacement] = router.connection_ports()
+        await eventually(lambda: upstream_connection_counts(state.session.connector) == (0, 1))
+        await ask(client)
+        assert router.connection_ports() == {replacement}
+    ports = [r.port for r in router.chat_requests()]
+    assert ports == [first, first, replacement]
+
+
+async def test_connections_closed_for_streams_given_up_together_are_replaced_together(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    router.set_default(Reply(chunks=6, stall_after=2, repeat=True))
+    timeouts = {**FAST, "idleSeconds": 30}
+    async with serve(isolated_home, router, timeouts=timeouts) as (client, state, _):
+        streams = await asyncio.gather(
+            *(
+                client.chat.completions.create(model="coderclaw", messages=MESSAGES, stream=True)
+                for _ in range(4)
+            )
+        )
+        for stream in streams:
+            await stream.__anext__()
+        used = router.connection_ports()
+        assert len(used) == 4
+        for stream in streams:
+            await stream.close()
+        for _ in range(4):
+            await router.wait_disconnect(1.0)
+        await eventually(lambda: not router.connection_ports() & used, 2.0)
+        await eventually(lambda: len(router.connection_ports()) == 4, 2.0)
+        await eventually(lambda: upstream_connection_counts(state.session.connector) == (0, 4))
+
+
+async def test_no_connection_is_opened_for_a_failure_of_the_router(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """Only a client going away is made good: a router that resets its connection is not
+    dialled again until a request needs it."""
+    router.script(A, Reply(chunks=6, drop_after=2))
+    async with serve(isolated_home, router) as (client, state, _):
+        with pytest.raises(openai.APIError):
+            stream = await client.chat.completions.create(
+                model="coderclaw", messages=MESSAGES, stream=True
+            )
+            await stream_text(stream)
+        await asyncio.sleep(0.3)  # past the refill delay
+        assert upstream_connection_counts(state.session.connector) == (0, 0)
+        assert router.connection_ports() == set()
 
 
 # -- model resolution ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.fake_router import FakeRouter
-from tests.gateway_harness import run_gateway, serve_app
+from tests.gateway_harness import eventually, run_gateway, serve_app
 
 GW_TOKEN = "gw-slow-Tn4Wq8Zk2Lp6Xv"
 AUTH = {"Authorization": f"Bearer {GW_TOKEN}"}
@@ -232,14 +232,6 @@ class EndlessUpstream:
             self.url = f"http://127.0.0.1:{port}"
             self.base_url = f"{self.url}/v1"
             yield self
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
-    async with asyncio.timeout(timeout):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.05)
 
 
 async def wait_until_still(upstream: EndlessUpstream, quiet: float = 0.5) -> int:
