@@ -77,24 +77,24 @@ class Upstream:
         req = aiohttp.ClientRequest(
             "POST", URL(settings.config.hf.base_url), loop=loop, session=self.session
         )
-        timeout = aiohttp.ClientTimeout(
+        limits = aiohttp.ClientTimeout(
             total=None, connect=settings.config.gateway.timeouts.connect_seconds
         )
         # connect() hands out idle connections first: hold those while `count` new ones are
         # started, then give them straight back (one turn of the loop).
-        held = [
-            await connector.connect(req, [], timeout)
-            for _ in range(idle_connections(connector, req.connection_key))
-        ]
-        opening = [loop.create_task(connector.connect(req, [], timeout)) for _ in range(count)]
-        await asyncio.sleep(0)  # each connect() has found the pool empty and is dialling
-        for conn in held:
-            conn.release()
-        opened = 0
-        for result in await asyncio.gather(*opening, return_exceptions=True):
-            if isinstance(result, aiohttp.connector.Connection):
-                result.release()
-                opened += 1
+        held: list[aiohttp.connector.Connection] = []
+        opening: list[asyncio.Task[bool]] = []
+        try:
+            for _ in range(idle_connections(connector, req.connection_key)):
+                held.append(await connector.connect(req, [], limits))
+            opening = [loop.create_task(_open(connector, req, limits)) for _ in range(count)]
+            await asyncio.sleep(0)  # each connect() has found the pool empty and is dialling
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass  # an idle connection gone stale and its replacement failed: the router is down
+        finally:
+            for conn in held:
+                conn.release()
+        opened = sum(await asyncio.gather(*opening))
         log.debug("upstream_pool_refilled", closed=count, opened=opened)
 
     async def close(self) -> None:
@@ -136,6 +136,18 @@ class Upstream:
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_seconds),
         )
+
+
+async def _open(
+    connector: aiohttp.BaseConnector, req: aiohttp.ClientRequest, limits: aiohttp.ClientTimeout
+) -> bool:
+    """Open one connection into the pool; a failure is left for the next request to meet."""
+    try:
+        conn = await connector.connect(req, [], limits)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return False
+    conn.release()
+    return True
 
 
 def _pool(connector: aiohttp.BaseConnector) -> Any:
