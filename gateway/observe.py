@@ -6,7 +6,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import orjson
@@ -68,12 +69,17 @@ class _Sink:
 
     def __init__(self) -> None:
         self.stream: TextIO = sys.stderr
+        self.held: list[str] | None = None  # lines kept for one write (``batched_writes``)
 
     def write(self, text: str) -> int:
+        if self.held is not None:
+            self.held.append(text)
+            return len(text)
         return self.stream.write(text)
 
     def flush(self) -> None:
-        self.stream.flush()
+        if self.held is None:
+            self.stream.flush()
 
 
 class _LevelFilter:
@@ -97,6 +103,22 @@ _LEVEL = _LevelFilter()
 # One list object for the life of the process: cached loggers hold it, and
 # structlog.testing.capture_logs edits the configured list in place.
 _PROCESSORS: list[Any] = []
+
+
+@contextmanager
+def batched_writes() -> Iterator[None]:
+    """Lines logged inside the block reach the stream in one write at its end."""
+    if _SINK.held is not None:  # already inside one
+        yield
+        return
+    _SINK.held = []
+    try:
+        yield
+    finally:
+        held, _SINK.held = _SINK.held, None
+        if held:
+            _SINK.stream.write("".join(held))
+            _SINK.stream.flush()
 
 
 def setup_logging(

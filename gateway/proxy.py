@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gateway import wire
 from gateway.metrics import Metrics
-from gateway.observe import SecretRedactor, get_logger
+from gateway.observe import SecretRedactor, batched_writes, get_logger
 from gateway.refs import ModelRef
 from gateway.routing import (
     Action,
@@ -36,6 +36,10 @@ from gateway.settings import Settings
 from gateway.upstream import Upstream
 
 log = get_logger("gateway.proxy")
+# Upstream replies arrive in bursts, and every microsecond spent between a reply and its answer
+# delays the rest of the burst: a finished request's log line and counters wait this long, then
+# go out with the others finished meanwhile (one write). /metrics and shutdown flush them first.
+LOG_DELAY = 0.02
 
 SSE_DONE = b"data: [DONE]\n\n"
 MAX_ERROR_BODY = 64 * 1024
@@ -122,6 +126,8 @@ class ChatProxy:
         self.cooldowns = cooldowns
         self.metrics = metrics
         self.draining = False  # set at shutdown: streams cut then end with an SSE error
+        self._finished: list[ChatContext] = []
+        self._flush_at: asyncio.TimerHandle | None = None
 
     async def complete(self, ctx: ChatContext) -> web.StreamResponse:
         try:
@@ -132,9 +138,20 @@ class ChatProxy:
             raise
         finally:
             ctx.finished = time.monotonic()
-            # After the answers already due: upstream replies arrive in bursts, and every
-            # microsecond spent between a reply and its answer delays the rest of the burst.
-            asyncio.get_running_loop().call_soon(self._log, ctx)
+            self._finished.append(ctx)
+            if self._flush_at is None:
+                loop = asyncio.get_running_loop()
+                self._flush_at = loop.call_later(LOG_DELAY, self.flush_logs)
+
+    def flush_logs(self) -> None:
+        """Write the log lines and counters of the requests finished so far."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        finished, self._finished = self._finished, []
+        with batched_writes():
+            for ctx in finished:
+                self._log(ctx)
 
     async def _run_chain(self, ctx: ChatContext) -> web.StreamResponse:
         settings = ctx.settings

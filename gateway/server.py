@@ -362,6 +362,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if state.proxy is not None:
+        state.proxy.flush_logs()  # the counters of requests already answered
     m = state.metrics
     now = time.monotonic()
     m.cooling_models.set(len(state.cooldowns.cooling(now)))
@@ -388,6 +390,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     finally:
         await state.refresher.stop()
         await upstream.close()
+        state.proxy.flush_logs()
         if own_session:
             await session.close()
 

@@ -171,6 +171,25 @@ async def test_without_notify_socket_it_serves_and_stops_normally(
     assert [e["level"] for e in gw.events() if e["level"] in ("error", "critical")] == []
 
 
+async def test_the_log_line_of_a_request_answered_just_before_sigterm_is_written(
+    isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession
+) -> None:
+    """Request log lines wait a moment (LOG_DELAY) to go out together; stopping the gateway
+    writes those still waiting before it exits."""
+    port = free_port()
+    write_config(isolated_home, router)
+    async with run_process(
+        gateway_argv(port), clean_env(isolated_home, HF_TOKEN=TOKEN), port=port
+    ) as gw:
+        await gw.wait_healthy()
+        resp = await chat(http, gw.v1)
+        assert resp.status == 200
+        gw.send(signal.SIGTERM)
+        assert await gw.wait_exit() == 0
+    events = [e["event"] for e in gw.events()]
+    assert events.index("chat_completion") < events.index("gateway_stopped"), events
+
+
 # -- drain -------------------------------------------------------------------------------------
 
 

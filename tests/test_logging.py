@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from gateway.observe import REDACTOR, SecretRedactor, setup_logging
+from gateway.observe import REDACTOR, SecretRedactor, batched_writes, setup_logging
 from gateway.secret import Secret, clean_token, mask
 
 TOKEN = "hf_LoggedNeverSecret987654"
@@ -82,6 +82,32 @@ def test_level_filters_and_a_new_setup_applies_to_loggers_already_used() -> None
     setup_logging("debug", "json", stream=out)
     log.debug("now_shown")
     assert [line["event"] for line in _lines(out)] == ["shown", "now_shown"]
+
+
+def test_lines_logged_in_a_batch_reach_the_stream_in_one_write() -> None:
+    """The gateway writes the lines of requests finished together with one write."""
+
+    class Recording(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return super().write(text)
+
+    out = Recording()
+    setup_logging("info", "json", secrets=[TOKEN], stream=out)
+    log = structlog.get_logger("batch")
+    with batched_writes():
+        log.info("one", token=TOKEN)
+        with batched_writes():  # nested: still the outer batch
+            log.info("two")
+        assert out.writes == []
+    log.info("three")
+    assert len(out.writes) == 2
+    assert [line["event"] for line in _lines(out)] == ["one", "two", "three"]
+    assert TOKEN not in out.getvalue()
 
 
 def test_auto_format_is_json_when_not_a_terminal_and_console_on_request() -> None:
