@@ -7,6 +7,7 @@ Only the configured router (and Hub) ever see the Hugging Face token; a client's
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,14 +129,17 @@ class Upstream:
             value = client_headers.get(name)
             if value:
                 headers[name] = value
-        hf = settings.config.hf
-        timeouts = settings.config.gateway.timeouts
-        return await self.session.post(
-            hf.base_url.rstrip("/") + "/chat/completions",
-            data=payload,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_seconds),
+        url, limits = _chat_target(
+            settings.config.hf.base_url, settings.config.gateway.timeouts.connect_seconds
         )
+        return await self.session.post(url, data=payload, headers=headers, timeout=limits)
+
+
+@functools.lru_cache(maxsize=8)
+def _chat_target(base_url: str, connect_seconds: float) -> tuple[URL, aiohttp.ClientTimeout]:
+    """The chat completions URL, parsed once, and the connect timeout of every attempt."""
+    url = URL(base_url.rstrip("/") + "/chat/completions")
+    return url, aiohttp.ClientTimeout(total=None, sock_connect=connect_seconds)
 
 
 async def _open(
