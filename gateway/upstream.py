@@ -166,8 +166,7 @@ def upstream_connection_counts(connector: aiohttp.BaseConnector | None) -> tuple
     if connector is None or connector.closed:
         return 0, 0
     acquired, pools = _pool(connector)
-    idle = sum(1 for pool in pools.values() for proto, _ in pool if proto.is_connected())
-    return len(acquired), idle
+    return len(acquired), sum(idle_connections(connector, key) for key in pools)
 
 
 def idle_connections(connector: aiohttp.BaseConnector, key: Any) -> int:
