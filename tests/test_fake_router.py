@@ -26,6 +26,7 @@ from tests.fake_router import (
     default_models,
     make_model_entry,
 )
+from tests.gateway_harness import eventually
 from tests.provider_page import PAGE_MODELS
 
 TOKEN = "hf_test_token"
@@ -625,10 +626,7 @@ async def test_delay_first_byte(router: FakeRouter, http: aiohttp.ClientSession)
         assert resp.status == 200
     assert time.monotonic() - started >= 0.3
     task = asyncio.create_task(post_chat(http, router, chat_body(stream=True)))
-    for _ in range(100):
-        if router.count(MODEL) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: router.count(MODEL) == 2, 1.0)
     assert router.count(MODEL) == 2
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -908,10 +908,7 @@ async def test_a_client_disconnect_cancels_the_upstream_request(
         closed_at = time.monotonic()
         await stream.close()
         model, seen_at = await router.wait_disconnect(1.0)
-        for _ in range(100):
-            if state.open_streams == 0:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: state.open_streams == 0, 1.0)
         assert state.open_streams == 0
     assert len(got) == 2
     assert model == A
