@@ -17,7 +17,9 @@ from gateway.errors import RefError
 
 PROVIDER = "huggingface"
 POLICIES = frozenset({"fastest", "cheapest", "preferred"})
-CHAIN_NAMES = frozenset({"", "coderclaw", "default"})
+# The placeholder names clients send when they have no model to name (huggingface_hub's
+# InferenceClient sends "dummy" with a base_url, TGI-style clients "tgi") mean the chain too.
+CHAIN_NAMES = frozenset({"", "coderclaw", "default", "dummy", "tgi"})
 
 # Hub repo ids: letters, digits, '-', '_', '.'; at most 96 characters per part.
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
@@ -104,7 +106,7 @@ def _parse_ref(text: str) -> ModelRef:
 
 
 def is_chain_name(name: str) -> bool:
-    """True for the names that mean 'the configured chain' (``coderclaw``, ``default``, empty)."""
+    """True for the names that mean 'the configured chain' (SPEC §10.3)."""
     return name.strip().lower() in CHAIN_NAMES
 
 

@@ -181,8 +181,18 @@ def test_alias_map_drops_blank_aliases_and_a_later_case_variant_wins() -> None:
 
 @pytest.mark.parametrize(
     ("name", "is_chain"),
-    [("coderclaw", True), ("Default", True), ("", True), ("  ", True), ("deepseek", False)],
+    [
+        ("coderclaw", True),
+        ("Default", True),
+        ("", True),
+        ("  ", True),
+        ("dummy", True),
+        ("TGI", True),
+        ("deepseek", False),
+        ("tgi-large", False),
+    ],
 )
 def test_chain_names(name: str, is_chain: bool) -> None:
-    """`coderclaw`, `default` and an empty model mean the configured chain (SPEC §6)."""
+    """`coderclaw`, `default`, an empty model and the placeholders `dummy` and `tgi` mean the
+    configured chain (SPEC §6, §10.3)."""
     assert is_chain_name(name) is is_chain
