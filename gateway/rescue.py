@@ -3,10 +3,14 @@ that continues it, the recognition of a model that refuses an assistant prefill,
 of a restarted answer against the text the client already has.
 
 Stitching is strict, and says so:
-- **continuation** (the sent text as a final assistant message): the new model's text is
-  appended verbatim. A model that supports prefill continues the final message token-exactly,
-  leading space included (``"The quick"`` → ``" brown fox"``); inserting or dropping spaces
-  would break the words that a cut splits (``"Hel"`` → ``"lo"``).
+- **continuation** (the sent text as a final assistant message, ``ContinuationCheck``): the
+  new model's text is appended verbatim. A model that supports prefill continues the final
+  message token-exactly, leading space included (``"The quick"`` → ``" brown fox"``); inserting
+  or dropping spaces would break the words that a cut splits (``"Hel"`` → ``"lo"``). One guard:
+  a server that takes the trailing assistant message as a finished turn and answers anew
+  (vLLM-style servers without ``continue_final_message`` do) would repeat the text; an answer
+  that opens with the first ``ECHO_CHARS`` characters of the sent text is taken for such a
+  restart and checked like one.
 - **prefix-checked restart** (``PrefixCheck``): leading whitespace at the very start of the
   answer is ignored on both sides (a restart often differs only in an opening newline, and the
   client already shows the first one); after it the new answer must reproduce the sent text
@@ -27,6 +31,10 @@ RescueMode = Literal["continue", "off"]
 RescueKind = Literal["continue", "restart"]
 
 DEFAULT_MAX_LEARNT = 256
+# A continuation that opens with this many characters of the sent text is a restart, not a
+# continuation; a sent text shorter than ECHO_MIN_CHARS is too short to tell.
+ECHO_CHARS = 24
+ECHO_MIN_CHARS = 8
 
 # The wordings of providers and servers that refuse a trailing assistant message, matched
 # case-insensitively anywhere in the error message (some proxies wrap the provider's JSON).
@@ -190,3 +198,57 @@ class PrefixCheck:
         at = self._matched
         self._mismatch = Mismatch(self._lead + at, self._target[at : at + _SNIPPET], "")
         return self._mismatch
+
+
+class ContinuationCheck:
+    """Passes a continuation on verbatim, unless it turns out to be the answer started over.
+
+    ``feed(text)`` holds text back only while the answer's start (leading whitespace aside)
+    still agrees with the first ``ECHO_CHARS`` characters of the sent text; as soon as it
+    differs everything held is released and the rest passes through. When it agrees on all of
+    them it is a restart, checked from then on by a ``PrefixCheck`` (so its results are the
+    same: None, the text beyond the sent one, or a ``Mismatch``). ``finish()`` returns what is
+    still held (an answer too short to tell is a continuation) or the restart's ``Mismatch``.
+    """
+
+    def __init__(self, sent_text: str) -> None:
+        self._sent = sent_text
+        core = sent_text.lstrip()
+        self._probe = core[:ECHO_CHARS] if len(core) >= ECHO_MIN_CHARS else ""
+        self._held = ""
+        self._decided = not self._probe
+        self._restart: PrefixCheck | None = None
+
+    @property
+    def restarted(self) -> bool:
+        """Did the model start the answer over (instead of continuing it)?"""
+        return self._restart is not None
+
+    def feed(self, text: str) -> str | Mismatch | None:
+        if self._restart is not None:
+            return self._restart.feed(text)
+        if self._decided:
+            return text or None
+        self._held += text
+        start = self._held.lstrip()
+        if len(start) < len(self._probe) and self._probe.startswith(start):
+            return None
+        if start.startswith(self._probe):
+            self._restart = PrefixCheck(self._sent)
+            return self._restart.feed(self._held)
+        self._decided = True
+        held, self._held = self._held, ""
+        return held or None
+
+    def finish(self) -> str | Mismatch | None:
+        if self._restart is not None:
+            return self._restart.finish()
+        held, self._held = self._held, ""
+        self._decided = True
+        return held or None
+
+
+def stream_check(kind: RescueKind, sent_text: str) -> ContinuationCheck | PrefixCheck:
+    """The checker for a rescue's new stream: every text delta goes through its ``feed``, and
+    its ``finish`` is called when the new stream ends (see the two classes)."""
+    return ContinuationCheck(sent_text) if kind == "continue" else PrefixCheck(sent_text)

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.refs import parse_ref
 from gateway.rescue import (
+    ContinuationCheck,
     Mismatch,
     PrefillMemory,
     PrefixCheck,
@@ -16,6 +17,7 @@ from gateway.rescue import (
     continuation_request,
     is_prefill_rejection,
     rescue_request,
+    stream_check,
 )
 
 A = parse_ref("huggingface/org/model-a")
@@ -37,8 +39,7 @@ PREFILL_REJECTIONS = [
     # Anthropic, a prefill that ends in whitespace
     "messages: final assistant content cannot end with trailing whitespace",
     # Mistral API / mistral_common, also vLLM serving a Mistral tokenizer
-    "Expected last role User or Tool (or Assistant with prefix True) for serving but got "
-    "assistant",
+    "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant",
     "Expected the last role to be User or Tool (or Assistant with prefix True).",
     # DeepSeek
     "The last message of deepseek-reasoner must be a user message, or an assistant message "
@@ -281,3 +282,66 @@ def test_prefix_check_long_text_in_token_sized_chunks() -> None:
     tail = "".join(o for o in out if isinstance(o, str))
     assert sent + tail == full
     assert tail == " " + " ".join(words[40:])
+
+
+# -- the continuation guard ----------------------------------------------------------------
+
+LONG = "The quick brown fox jumps over the lazy dog"  # longer than the 24 echo characters
+
+
+@pytest.mark.parametrize(
+    ("sent", "chunks", "outputs", "restarted"),
+    [
+        # a real continuation passes verbatim, leading space and all, without delay
+        (LONG, [" and", " runs"], [" and", " runs"], False),
+        (LONG, ["s."], ["s."], False),  # a cut inside a word
+        # held only while it still looks like the start of the sent text
+        (LONG, ["The", " quiet", " one"], [None, "The quiet", " one"], False),
+        (LONG, ["\n", "\n- item"], [None, "\n\n- item"], False),
+        # the model answered anew instead of continuing: the repeat is dropped
+        (
+            LONG,
+            ["The quick brown ", "fox jumps over the lazy dog", " again."],
+            [None, None, " again."],
+            True,
+        ),
+        (LONG, ["\n" + LONG + "!"], ["!"], True),
+        # a sent text under 8 characters is too short to tell: always a continuation
+        ("Hello", ["Hello again"], ["Hello again"], False),
+        ("", ["Hi"], ["Hi"], False),
+    ],
+)
+def test_continuation_check(
+    sent: str, chunks: list[str], outputs: list[str | None], restarted: bool
+) -> None:
+    check = ContinuationCheck(sent)
+    assert [check.feed(c) for c in chunks] == outputs
+    assert check.restarted is restarted
+    assert check.finish() is None
+
+
+def test_continuation_check_a_restart_that_diverges_is_a_mismatch() -> None:
+    check = ContinuationCheck(LONG)
+    assert check.feed("The quick brown fox jumps") is None  # 24 characters agree: a restart
+    assert check.feed(" under the fence") == Mismatch(26, "over the lazy dog", "under the fence")
+    assert check.finish() == Mismatch(26, "over the lazy dog", "under the fence")
+
+
+@pytest.mark.parametrize(
+    ("chunks", "rest"),
+    [(["The qu"], "The qu"), ([" "], " "), ([], None)],
+)
+def test_continuation_check_finish_releases_what_is_held(
+    chunks: list[str], rest: str | None
+) -> None:
+    """A continuation that ended while it still looked like a restart is a continuation."""
+    check = ContinuationCheck(LONG)
+    assert all(check.feed(c) is None for c in chunks)
+    assert check.finish() == rest
+
+
+@pytest.mark.parametrize(
+    ("kind", "checker"), [("continue", ContinuationCheck), ("restart", PrefixCheck)]
+)
+def test_stream_check_per_rescue_kind(kind: Any, checker: type) -> None:
+    assert type(stream_check(kind, "text")) is checker
