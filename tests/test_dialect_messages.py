@@ -413,7 +413,8 @@ def test_tool_choice(choice: dict[str, Any], expected: Any) -> None:
 
 
 def test_tool_choice_without_tools_is_not_sent() -> None:
-    """A tool_choice with every tool dropped (or none offered) is left out, except none."""
+    """A tool_choice with every tool dropped (or none offered) is left out: OpenAI-style
+    servers refuse a tool_choice without tools."""
     req = translate(
         base(
             messages=[user("hi")],
@@ -423,6 +424,7 @@ def test_tool_choice_without_tools_is_not_sent() -> None:
     )
     assert "tool_choice" not in req.body
     assert "tools" not in req.body
+    assert "tool_choice" not in translate(base(messages=[], tool_choice={"type": "none"})).body
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,7 @@ def chat_request(
     if tools:
         out["tools"] = tools
     choice = _tool_choice(body.get("tool_choice"), dropped)
-    if choice is not None and (tools or choice == "none"):
+    if choice is not None and tools:  # OpenAI-style servers refuse a tool_choice without tools
         out["tool_choice"] = choice
 
     metadata = body.get("metadata")
