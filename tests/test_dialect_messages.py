@@ -841,6 +841,15 @@ def test_stream_text() -> None:
     assert (final.usage.input_tokens, final.usage.output_tokens) == (12, 3)
 
 
+def test_stream_start_estimate_is_replaced_by_the_upstream_count() -> None:
+    """An estimate in message_start is overwritten by message_delta's real usage."""
+    stream = MessagesStream(REQ, "msg_e")
+    sse = stream.start("m", input_tokens=99)
+    assert parsed_events(sse)[0]["message"]["usage"] == {"input_tokens": 99, "output_tokens": 0}
+    sse += stream.feed(chunk({"content": "a"}, "stop", usage=USAGE)) + stream.finish()
+    assert sdk_stream_final(sse).usage.input_tokens == 12
+
+
 def test_stream_thinking_then_text_from_a_reasoning_field() -> None:
     """reasoning_content / reasoning deltas → a thinking block, closed before the text block."""
     sse = run_stream(

@@ -211,7 +211,9 @@ class MessagesStream:
         self._tool_seen = False
         self._usage: Any = None
 
-    def start(self, served: str) -> bytes:
+    def start(self, served: str, input_tokens: int = 0) -> bytes:
+        """``message_start``; ``input_tokens`` may be an estimate: ``message_delta`` carries
+        the upstream's count, which the SDKs take over."""
         message: dict[str, Any] = {
             "id": self._message_id,
             "type": "message",
@@ -220,7 +222,7 @@ class MessagesStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": input_tokens, "output_tokens": 0},
         }
         return _event("message_start", {"type": "message_start", "message": message})
 
