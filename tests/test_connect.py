@@ -446,3 +446,24 @@ async def test_real_claude_code_runs_on_the_written_settings_with_the_token_from
     assert seen.headers["x-api-key"] == GATEWAY_TOKEN
     assert seen.headers["Authorization"] == f"Bearer {GATEWAY_TOKEN}"
     assert seen.json()["model"].startswith("claude-")
+
+
+async def test_real_codex_says_what_to_export_when_the_token_variable_is_missing(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """Run without ``$CODERCLAW_GATEWAY_TOKEN``, Codex stops before any request (exit 1) and
+    prints the written ``env_key_instructions``."""
+    work = tmp_path / "work"
+    work.mkdir()
+    async with recording_server() as server:
+        port = server.url.rsplit(":", 1)[1]
+        env = _secrets_env(isolated_home, CODERCLAW_GATEWAY_PORT=port)
+        wrote = await run_cli("connect", "codex", "--write", env=env)
+        assert wrote.code == 0, wrote.err
+        done = await codex_exec(
+            "hi", base_url=None, env_key_name=None, cwd=work, home=isolated_home
+        )
+    assert done.returncode == 1
+    assert "Missing environment variable: `CODERCLAW_GATEWAY_TOKEN`" in done.stderr
+    assert "export CODERCLAW_GATEWAY_TOKEN with the gateway token" in done.stderr
+    assert server.seen == []
