@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from gateway import wire
-from gateway.dialects.responses import (
+from gateway.dialects.responses.shapes import (
     THINK_CLOSE,
     THINK_OPEN,
     ChatRequest,
