@@ -8,12 +8,13 @@ chat completions → Response objects; chat chunks → Responses SSE events, par
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from openai import omit
+from aiohttp import web
+from openai import AsyncOpenAI, omit
 from openai.lib.streaming.responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
@@ -1330,3 +1331,115 @@ def test_stream_bytes_are_wire_dumps_per_event() -> None:
     blocks = data.split(b"\n\n")[:-1]
     last = blocks[-1].split(b"\n", 1)[1].removeprefix(b"data: ")
     assert last == wire.dumps(json.loads(last))
+
+
+# ------------------------------------------------------- the openai SDK over real HTTP
+
+SCENARIOS: dict[str, list[dict[str, Any]]] = {
+    "text": [
+        chunk({"role": "assistant", "content": "<think>hm</think>"}),
+        chunk({"content": "Hello there"}),
+        chunk({}, "stop"),
+        usage_chunk(),
+    ],
+    "tool": [
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_w",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"ci'},
+                    }
+                ]
+            }
+        ),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ty":"Paris"}'}}]}),
+        chunk({}, "tool_calls"),
+    ],
+    "cut": [chunk({"content": "half"})],
+}
+
+
+@pytest.fixture
+async def responses_server() -> AsyncIterator[str]:
+    """A real HTTP server on 127.0.0.1 that answers ``POST /v1/responses`` with the
+    translators' bytes for a scripted list of chat chunks (the input text picks the script;
+    ``cut`` ends with ``fail``), so the SDK's own HTTP and SSE parsing read them."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        request_ = chat_request(await request.json())
+        script = SCENARIOS[request_.body["messages"][-1]["content"]]
+        if not request_.stream:
+            message: dict[str, Any] = {"role": "assistant", "content": "Hello there"}
+            chat = completion(message, usage={"prompt_tokens": 3, "completion_tokens": 2})
+            body = response_from_chat(
+                chat, response_id="resp_h", created_at=1, model=SERVED, request=request_
+            )
+            return web.json_response(body, headers=request_.headers())
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        stream = ResponsesStream(request_, response_id="resp_h", created_at=1)
+        await out.write(stream.start(SERVED))
+        for c in script:
+            await out.write(stream.feed(c))
+        cut = script is SCENARIOS["cut"]
+        await out.write(stream.fail("upstream broke", "server_error") if cut else stream.finish())
+        return out
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        await runner.cleanup()
+
+
+async def test_sdk_responses_create_parses_the_translated_answer(responses_server: str) -> None:
+    """client.responses.create (plain and stream=True) reads the translator's output."""
+    async with AsyncOpenAI(base_url=responses_server, api_key="k", max_retries=0) as client:
+        response = await client.responses.create(model="coderclaw", input="text")
+        assert response.output_text == "Hello there"
+        assert response.usage is not None and response.usage.total_tokens == 5
+        events = await client.responses.create(model="coderclaw", input="text", stream=True)
+        kinds = [event.type async for event in events]
+    assert kinds[0] == "response.created"
+    assert kinds[-1] == "response.completed"
+    assert "response.reasoning_text.delta" in kinds
+
+
+async def test_sdk_responses_stream_helper_accumulates_a_tool_call(
+    responses_server: str,
+) -> None:
+    """client.responses.stream's final response has the function call, arguments whole."""
+    async with (
+        AsyncOpenAI(base_url=responses_server, api_key="k", max_retries=0) as client,
+        client.responses.stream(model="coderclaw", input="tool", tools=[WEATHER]) as stream,
+    ):
+        final = await stream.get_final_response()
+    [call] = final.output
+    assert call.type == "function_call"
+    assert (call.call_id, call.name, call.arguments) == (
+        "call_w",
+        "get_weather",
+        '{"city":"Paris"}',
+    )
+
+
+async def test_sdk_sees_response_failed_and_no_final_response(responses_server: str) -> None:
+    """A stream that fails after commit gives the SDK response.failed, never completed: its
+    stream helper has no final response to hand out."""
+    async with (
+        AsyncOpenAI(base_url=responses_server, api_key="k", max_retries=0) as client,
+        client.responses.stream(model="coderclaw", input="cut") as stream,
+    ):
+        kinds = [event.type async for event in stream]
+        with pytest.raises(RuntimeError, match=r"response\.completed"):
+            await stream.get_final_response()
+    assert kinds[-1] == "response.failed"
+    assert "response.completed" not in kinds
