@@ -115,8 +115,10 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         state.in_flight.add(task)
     try:
         token = state.settings.gateway_token
-        if token is not None and request.path.startswith("/v1") and not _authorized(
-            token, request.headers.get("Authorization", "")
+        if (
+            token is not None
+            and request.path.startswith("/v1")
+            and not _authorized(token, request.headers.get("Authorization", ""))
         ):
             return json_error(
                 401,
@@ -182,9 +184,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = state.settings
     timeouts = settings.config.gateway.timeouts
     try:
-        raw = await read_body(
-            request, idle_s=timeouts.idle_seconds, total_s=timeouts.total_seconds
-        )
+        raw = await read_body(request, idle_s=timeouts.idle_seconds, total_s=timeouts.total_seconds)
     except TimeoutError:
         response = json_error(
             408,

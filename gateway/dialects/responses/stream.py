@@ -41,7 +41,7 @@ _CLOSE_LEN = len(THINK_CLOSE)
 
 
 class _Call:
-    __slots__ = ("custom", "done", "index", "item", "parts")
+    __slots__ = ("custom", "done", "index", "item", "parts", "prefix")
 
     def __init__(self, item: dict[str, Any], index: int, custom: bool) -> None:
         self.item = item
@@ -49,6 +49,7 @@ class _Call:
         self.custom = custom
         self.parts: list[str] = []
         self.done = False
+        self.prefix = b""
 
 
 class ResponsesStream:
@@ -66,9 +67,11 @@ class ResponsesStream:
         self._msg: dict[str, Any] | None = None
         self._msg_index = 0
         self._msg_parts: list[str] = []
+        self._msg_prefix = b""
         self._rs: dict[str, Any] | None = None
         self._rs_index = 0
         self._rs_parts: list[str] = []
+        self._rs_prefix = b""
         self._calls: dict[int, _Call] = {}
         self._call: _Call | None = None
         self._usage: Any = None
@@ -89,34 +92,37 @@ class ResponsesStream:
         """The events one parsed upstream chat chunk produces (often exactly one delta)."""
         if self._final is not None:
             return b""
-        out: list[bytes] = []
         usage = chunk.get("usage")
         if usage:
             self._usage = usage
         choices = chunk.get("choices")
-        if choices:
-            choice = choices[0]
-            delta = choice.get("delta")
-            if delta:
-                reasoning = (
-                    delta.get("reasoning_content")
-                    or delta.get("reasoning")
-                    or delta.get("reasoning_text")
-                )
-                if reasoning and isinstance(reasoning, str):
-                    self._reasoning_delta(reasoning, out)
-                content = delta.get("content")
-                if content and isinstance(content, str):
-                    if self._state == _TEXT:
-                        self._text_delta(content, out)
-                    else:
-                        self._think_content(content, out)
-                calls = delta.get("tool_calls")
-                if calls:
-                    self._tool_calls(calls, out)
-            finish = choice.get("finish_reason")
-            if finish:
-                self._finish_reason = finish
+        if not choices:
+            return b""
+        choice = choices[0]
+        finish = choice.get("finish_reason")
+        if finish:
+            self._finish_reason = finish
+        delta = choice.get("delta")
+        if not delta:
+            return b""
+        content = delta.get("content")
+        reasoning = (
+            delta.get("reasoning_content") or delta.get("reasoning") or delta.get("reasoning_text")
+        )
+        calls = delta.get("tool_calls")
+        if self._msg is not None and not reasoning and not calls and type(content) is str:
+            # The hot path: one more piece of text in the open message.
+            return self._delta(self._msg_prefix, content, self._msg_parts) if content else b""
+        out: list[bytes] = []
+        if reasoning and isinstance(reasoning, str):
+            self._reasoning_delta(reasoning, out)
+        if content and isinstance(content, str):
+            if self._state == _TEXT:
+                self._text_delta(content, out)
+            else:
+                self._think_content(content, out)
+        if calls:
+            self._tool_calls(calls, out)
         return b"".join(out)
 
     def finish(self, completed_at: int | None = None) -> bytes:
@@ -176,6 +182,23 @@ class ResponsesStream:
         payload["sequence_number"] = self._seq
         self._seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + wire.dumps(payload) + b"\n\n"
+
+    def _delta_prefix(self, kind: str, item: dict[str, Any], index: int, part: bool) -> bytes:
+        """The bytes of a delta event up to its ``delta`` value, written once per item."""
+        fields = b'{"type":"' + kind.encode() + b'","item_id":' + wire.dumps(item["id"])
+        fields += b',"output_index":%d' % index
+        if part:
+            fields += b',"content_index":0'
+        if kind == "response.output_text.delta":
+            fields += b',"logprobs":[]'
+        return b"event: " + kind.encode() + b"\ndata: " + fields + b',"delta":'
+
+    def _delta(self, prefix: bytes, text: str, parts: list[str]) -> bytes:
+        """One delta event: the item's prefix, the text, the sequence number."""
+        parts.append(text)
+        seq = self._seq
+        self._seq = seq + 1
+        return prefix + wire.dumps(text) + b',"sequence_number":%d}\n\n' % seq
 
     def _snapshot(self, status: str) -> dict[str, Any]:
         return response_object(
@@ -248,6 +271,9 @@ class ResponsesStream:
             }
             self._rs_index = len(self._output)
             self._rs_parts = []
+            self._rs_prefix = self._delta_prefix(
+                "response.reasoning_text.delta", self._rs, self._rs_index, True
+            )
             self._output.append(self._rs)
             out.append(
                 self._event(
@@ -266,18 +292,7 @@ class ResponsesStream:
                     },
                 )
             )
-        self._rs_parts.append(text)
-        out.append(
-            self._event(
-                "response.reasoning_text.delta",
-                {
-                    "item_id": self._rs["id"],
-                    "output_index": self._rs_index,
-                    "content_index": 0,
-                    "delta": text,
-                },
-            )
-        )
+        out.append(self._delta(self._rs_prefix, text, self._rs_parts))
 
     def _close_reasoning(self, out: list[bytes], status: str) -> None:
         item = self._rs
@@ -309,6 +324,9 @@ class ResponsesStream:
             }
             self._msg_index = len(self._output)
             self._msg_parts = []
+            self._msg_prefix = self._delta_prefix(
+                "response.output_text.delta", msg, self._msg_index, True
+            )
             self._output.append(msg)
             out.append(
                 self._event(
@@ -326,19 +344,7 @@ class ResponsesStream:
                     },
                 )
             )
-        self._msg_parts.append(text)
-        out.append(
-            self._event(
-                "response.output_text.delta",
-                {
-                    "item_id": msg["id"],
-                    "output_index": self._msg_index,
-                    "content_index": 0,
-                    "delta": text,
-                    "logprobs": [],
-                },
-            )
-        )
+        out.append(self._delta(self._msg_prefix, text, self._msg_parts))
 
     def _close_text(self, out: list[bytes], status: str) -> None:
         item = self._msg
@@ -378,6 +384,9 @@ class ResponsesStream:
                 call = _Call(
                     item, len(self._output), origin is not None and origin.kind == "custom"
                 )
+                call.prefix = self._delta_prefix(
+                    "response.function_call_arguments.delta", item, call.index, False
+                )
                 self._calls[index] = call
                 self._call = call
                 self._output.append(item)
@@ -389,20 +398,13 @@ class ResponsesStream:
             arguments = function.get("arguments")
             if not arguments or not isinstance(arguments, str):
                 continue
-            call.parts.append(arguments)
             if call.done:
+                call.parts.append(arguments)
                 self._set_arguments(call)  # a late fragment: the final object stays whole
-            elif not call.custom:
-                out.append(
-                    self._event(
-                        "response.function_call_arguments.delta",
-                        {
-                            "item_id": call.item["id"],
-                            "output_index": call.index,
-                            "delta": arguments,
-                        },
-                    )
-                )
+            elif call.custom:
+                call.parts.append(arguments)
+            else:
+                out.append(self._delta(call.prefix, arguments, call.parts))
 
     def _set_arguments(self, call: _Call) -> str:
         arguments = "".join(call.parts)
