@@ -432,6 +432,12 @@ TOOL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, ...]]] = 
         (),
     ),
     (
+        "parallel_tool_calls true is the default and is not sent",
+        {"tools": [WEATHER], "parallel_tool_calls": True},
+        {"tools": [CHAT_WEATHER]},
+        (),
+    ),
+    (
         "tool_choice none passes",
         {"tools": [WEATHER], "tool_choice": "none"},
         {"tools": [CHAT_WEATHER], "tool_choice": "none"},
@@ -716,6 +722,17 @@ def test_codex_cli_request_translates() -> None:
     assert body["stream_options"] == {"include_usage": True}
     for unused in ("include", "prompt_cache_key", "client_metadata", "store", "reasoning"):
         assert unused not in body
+
+
+def test_response_for_codex_cli_request_validates() -> None:
+    """The Response for Codex's request, echoing its namespace and web_search tools and its
+    reasoning settings, is valid for the openai SDK."""
+    request = chat_request(codex_body())
+    response = translate(completion({"role": "assistant", "content": "ok"}), request)
+    assert [t.type for t in response.tools].count("namespace") == 1
+    assert response.reasoning is not None and response.reasoning.summary == "auto"
+    assert response.store is False
+    assert response.output_text == "ok"
 
 
 # ----------------------------------------------------------------- non-stream response

@@ -78,10 +78,11 @@ def chat_request(body: Mapping[str, Any], history: Sequence[Any] | None = None) 
     if model is not None:
         chat["model"] = model
     apply_tool_choice(body.get("tool_choice"), chat, tools, origins, dropped)
-    if tools:
-        parallel = _opt(body, "parallel_tool_calls", bool, "true or false")
-        if parallel is not None:
-            chat["parallel_tool_calls"] = parallel
+    parallel = _opt(body, "parallel_tool_calls", bool, "true or false")
+    if parallel is False and "tools" in chat:
+        # Only false is sent: true is every provider's default, and the router's providers
+        # are not all known to accept the field.
+        chat["parallel_tool_calls"] = False
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -124,7 +125,10 @@ def chat_request(body: Mapping[str, Any], history: Sequence[Any] | None = None) 
         "top_p": body.get("top_p"),
         "max_output_tokens": max_tokens,
         "previous_response_id": previous,
-        "reasoning": {"effort": (reasoning or {}).get("effort"), "summary": None},
+        "reasoning": {
+            "effort": (reasoning or {}).get("effort"),
+            "summary": (reasoning or {}).get("summary"),
+        },
         "text": body.get("text") or {"format": {"type": "text"}},
         "metadata": metadata or {},
         "user": user,
