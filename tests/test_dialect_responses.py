@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from openai import AsyncOpenAI, omit
 from openai.lib.streaming.responses import ResponseStreamState
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from gateway import wire
@@ -267,6 +267,43 @@ MESSAGE_CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
             {"role": "user", "content": "describe it"},
         ],
     ),
+    (
+        "a tool output that is only an image says so in the tool message",
+        {
+            "input": [
+                {"type": "function_call", "call_id": "v", "name": "view_image", "arguments": "{}"},
+                {
+                    "type": "function_call_output",
+                    "call_id": "v",
+                    "output": [{"type": "input_image", "image_url": "https://example.com/a.png"}],
+                },
+            ]
+        },
+        [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "v",
+                        "type": "function",
+                        "function": {"name": "view_image", "arguments": "{}"},
+                    }
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "v",
+                "content": "The tool returned an image; it follows in the next message.",
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+                ],
+            },
+        ],
+    ),
 ]
 
 
@@ -319,6 +356,30 @@ def test_input_items_to_store_get_ids_and_keep_their_content() -> None:
     assert item["content"] == [{"type": "input_text", "text": "hi"}]
     kept = chat_request({"input": [dict(user("x"), id="msg_mine")]}).input_items
     assert kept[0]["id"] == "msg_mine"
+
+
+def test_stored_input_items_are_the_sdks_response_items() -> None:
+    """Stored input items (ids, statuses, content as parts) validate as the SDK's ResponseItem,
+    the shape input_items lists."""
+    request = chat_request(
+        {
+            "input": [
+                {"role": "developer", "content": "rules"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "output_text", "text": "hello"}]},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": "done"},
+            ]
+        }
+    )
+    adapter: TypeAdapter[Any] = TypeAdapter(ResponseItem)
+    items = [adapter.validate_python(item) for item in request.input_items]
+    assert [item.type for item in items] == ["message"] * 3 + [
+        "function_call",
+        "function_call_output",
+    ]
+    assert items[1].content[0].text == "hi"
+    assert {item.id[:3] for item in items} == {"msg", "fc_", "fco"}
 
 
 # --------------------------------------------------------------------- request: fields

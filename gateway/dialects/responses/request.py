@@ -58,21 +58,8 @@ def chat_request(body: Mapping[str, Any], history: Sequence[Any] | None = None) 
 
     tools, origins, dropped = translate_tools(body.get("tools"))
     input_items = _input_items(body.get("input"))
-    messages: list[dict[str, Any]] = []
-    instructions = body.get("instructions")
-    if instructions is not None:
-        if not isinstance(instructions, str):
-            raise DialectError("'instructions' must be a string.", "instructions")
-        if instructions:
-            messages.append({"role": "system", "content": instructions})
-    converter = _Messages(messages, origins)
-    for index, item in enumerate(history or ()):
-        converter.add(item, f"previous_response_id (stored item {index})")
-    for index, item in enumerate(input_items):
-        converter.add(item, f"input[{index}]")
-    converter.close()
-    if not messages:
-        raise DialectError("'input' is required: a string or a list of input items.", "input")
+    instructions = _opt(body, "instructions", str, "a string")
+    messages = _chat_messages(instructions, history or (), input_items, origins)
 
     chat: dict[str, Any] = {"messages": messages}
     if model is not None:
@@ -83,6 +70,64 @@ def chat_request(body: Mapping[str, Any], history: Sequence[Any] | None = None) 
         # Only false is sent: true is every provider's default, and the router's providers
         # are not all known to accept the field.
         chat["parallel_tool_calls"] = False
+    _sampling(body, chat)
+    if stream:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    reasoning = body.get("reasoning") or {}
+    echo = {
+        "instructions": instructions,
+        "tools": list(body.get("tools") or []),
+        "tool_choice": body.get("tool_choice") or "auto",
+        "parallel_tool_calls": parallel is not False,
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "previous_response_id": previous,
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "metadata": _opt(body, "metadata", dict, "an object of string values") or {},
+        "user": body.get("user"),
+        "store": True if store is None else store,
+        "truncation": "disabled",
+        "background": False,
+    }
+    return ChatRequest(
+        body=chat,
+        stream=stream,
+        model=model,
+        input_items=input_items,
+        dropped_tools=tuple(dropped),
+        store=True if store is None else store,
+        previous_response_id=previous,
+        echo=echo,
+        tools=origins,
+    )
+
+
+def _chat_messages(
+    instructions: str | None,
+    history: Sequence[Any],
+    input_items: list[dict[str, Any]],
+    origins: Mapping[str, ToolOrigin],
+) -> list[dict[str, Any]]:
+    """The chat messages: instructions, then the stored history, then this request's input."""
+    messages: list[dict[str, Any]] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    converter = _Messages(messages, origins)
+    for index, item in enumerate(history):
+        converter.add(item, f"previous_response_id (stored item {index})")
+    for index, item in enumerate(input_items):
+        converter.add(item, f"input[{index}]")
+    converter.close()
+    if not messages:
+        raise DialectError("'input' is required: a string or a list of input items.", "input")
+    return messages
+
+
+def _sampling(body: Mapping[str, Any], chat: dict[str, Any]) -> None:
+    """Output length, sampling, user, reasoning effort and output format onto ``chat``."""
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -111,42 +156,6 @@ def chat_request(body: Mapping[str, Any], history: Sequence[Any] | None = None) 
     response_format = _response_format(body.get("text"))
     if response_format is not None:
         chat["response_format"] = response_format
-    metadata = _opt(body, "metadata", dict, "an object of string values")
-    if stream:
-        chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}
-
-    echo = {
-        "instructions": instructions,
-        "tools": list(body.get("tools") or []),
-        "tool_choice": body.get("tool_choice") or "auto",
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "temperature": body.get("temperature"),
-        "top_p": body.get("top_p"),
-        "max_output_tokens": max_tokens,
-        "previous_response_id": previous,
-        "reasoning": {
-            "effort": (reasoning or {}).get("effort"),
-            "summary": (reasoning or {}).get("summary"),
-        },
-        "text": body.get("text") or {"format": {"type": "text"}},
-        "metadata": metadata or {},
-        "user": user,
-        "store": True if store is None else store,
-        "truncation": "disabled",
-        "background": False,
-    }
-    return ChatRequest(
-        body=chat,
-        stream=stream,
-        model=model,
-        input_items=input_items,
-        dropped_tools=tuple(dropped),
-        store=True if store is None else store,
-        previous_response_id=previous,
-        echo=echo,
-        tools=origins,
-    )
 
 
 def _opt(body: Mapping[str, Any], key: str, kind: type, expected: str) -> Any:
@@ -179,14 +188,35 @@ def _input_items(raw: Any) -> list[dict[str, Any]]:
                 "function_call_output.",
                 f"input[{index}]",
             )
-        stored = dict(item)
-        stored["type"] = kind
-        if not stored.get("id"):
-            stored["id"] = new_id(_ID_PREFIX.get(kind, "item"))
-        items.append(stored)
+        items.append(_stored(item, kind))
     return items
 
 
+def _stored(item: dict[str, Any], kind: str) -> dict[str, Any]:
+    """An input item as the store keeps it: with an id, a status and its content as parts, the
+    shape ``GET /v1/responses/{id}/input_items`` lists."""
+    stored = dict(item)
+    stored["type"] = kind
+    if not stored.get("id"):
+        stored["id"] = new_id(_ID_PREFIX.get(kind, "item"))
+    if kind in _ID_PREFIX and kind != "reasoning":
+        stored.setdefault("status", "completed")
+    if kind == "message":
+        part_type = "output_text" if item.get("role") == "assistant" else "input_text"
+        content = item.get("content")
+        if isinstance(content, str):
+            content = [{"type": part_type, "text": content}]
+        if isinstance(content, list):
+            stored["content"] = [
+                {**part, "annotations": part.get("annotations") or []}
+                if isinstance(part, dict) and part.get("type") == "output_text"
+                else part
+                for part in content
+            ]
+    return stored
+
+
+_IMAGE_OUTPUT = "The tool returned an image; it follows in the next message."
 _ID_PREFIX = {
     "message": "msg",
     "function_call": "fc",
@@ -306,6 +336,8 @@ class _Messages:
             else:
                 text = "\n\n".join(p["text"] for p in parts if p["type"] == "text")
                 self.images.extend(p for p in parts if p["type"] == "image_url")
+                # Tool messages take text only; the images follow in a user message.
+                text = text or _IMAGE_OUTPUT
         elif isinstance(output, dict) and isinstance(output.get("content"), str):
             text = output["content"]  # {content, success} from older clients
         else:
