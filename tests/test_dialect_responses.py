@@ -1521,3 +1521,21 @@ async def test_sdk_sees_response_failed_and_no_final_response(responses_server: 
             await stream.get_final_response()
     assert kinds[-1] == "response.failed"
     assert "response.completed" not in kinds
+
+
+def test_malformed_chunks_are_skipped_not_fatal() -> None:
+    """Chunks with the wrong shapes (a string choice, a list delta, odd tool-call fields) emit
+    nothing and the stream still completes with what was well formed."""
+    _, stream = run_stream(
+        [
+            {"choices": ["x"]},
+            {"choices": [{"delta": ["x"]}]},
+            {"choices": [{"delta": {"content": 5, "reasoning": {"a": 1}}}]},
+            chunk({"content": "ok"}),
+            chunk({"tool_calls": [{"index": [0], "id": 7, "function": "f"}]}),
+            chunk({}, "stop"),
+        ]
+    )
+    final = Response.model_validate(stream.response)
+    assert final.output_text == "ok"
+    assert final.status == "completed"

@@ -99,11 +99,13 @@ class ResponsesStream:
         if not choices:
             return b""
         choice = choices[0]
+        if type(choice) is not dict:
+            return b""
         finish = choice.get("finish_reason")
-        if finish:
+        if finish and isinstance(finish, str):
             self._finish_reason = finish
         delta = choice.get("delta")
-        if not delta:
+        if not delta or type(delta) is not dict:
             return b""
         content = delta.get("content")
         reasoning = (
@@ -369,15 +371,19 @@ class ResponsesStream:
             if not isinstance(raw, dict):
                 continue
             index = raw.get("index", position)
-            function = raw.get("function") or {}
+            index = index if type(index) is int else position
+            function = raw.get("function")
+            function = function if isinstance(function, dict) else {}
             call = self._calls.get(index)
             if call is None:
                 self._flush_pending(out)
                 self._close_reasoning(out, "completed")
                 self._close_text(out, "completed")
                 self._close_call(out, "completed")
-                name = function.get("name") or ""
-                call_id = raw.get("id") or new_id("call")
+                name = function.get("name")
+                name = name if isinstance(name, str) else ""
+                call_id = raw.get("id")
+                call_id = call_id if isinstance(call_id, str) and call_id else new_id("call")
                 origin = self.request.tools.get(name)
                 item = tool_item(origin, name, call_id, "")
                 item["status"] = "in_progress"
