@@ -8,6 +8,7 @@ Every error a user can meet is a ``GatewayError``; its ``message`` says what wen
     │   └── RefError       a model reference that does not parse (404 model_not_found on a request)
     ├── TokenError         no Hugging Face token, or one the Hub rejected
     ├── UpstreamError      the router answered with an error or could not be reached
+    ├── DialectError       a request an API dialect cannot translate (400 invalid_request_error)
     └── ServiceError       systemd / launchd could not do what was asked
 """
 
@@ -85,3 +86,18 @@ class UpstreamError(GatewayError):
 
 class ServiceError(GatewayError):
     """The service manager (systemd or launchd) failed or is missing."""
+
+
+class DialectError(GatewayError):
+    """A request body a dialect cannot translate into a chat completion; answered with 400.
+
+    ``param`` names the offending field (``input[2].content``, ``tool_choice``) the way the
+    OpenAI error body's ``param`` does.
+    """
+
+    status = 400
+
+    def __init__(self, message: str, param: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code

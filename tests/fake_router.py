@@ -80,6 +80,26 @@ _STRING_STATUSES = frozenset({401, 402, 403})
 _TOOL_ARGUMENTS = '{"city": "Paris", "unit": "celsius"}'
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """One scripted tool call of a ``Reply``.
+
+    ``arguments`` is the JSON text the model "writes" (a dict is dumped to it); a stream sends
+    it in ``chunks`` pieces, the first with the call's ``id``, ``type`` and ``name``, the rest
+    as ``{"index": i, "function": {"arguments": piece}}`` deltas, as OpenAI-style providers do
+    (``chunks=1`` is Groq's whole call in one chunk). ``id`` None: a fresh ``call_<hex>``.
+    """
+
+    name: str
+    arguments: str | dict[str, Any] = "{}"
+    chunks: int = 1
+    id: str | None = None
+
+    @property
+    def arguments_text(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+
 @dataclass
 class Reply:
     """One scripted answer to a chat completion.
@@ -87,6 +107,12 @@ class Reply:
     Stream counters (``stall_after``, ``drop_after``, ``error_event_after``,
     ``non_json_event_after``) count body chunks: content pieces, or tool-call pieces when
     ``tool_calls``. A count at or past the last piece fires just before the finish chunk.
+
+    ``tool_calls=True`` answers one ``get_weather`` call split over ``chunks`` pieces; a list of
+    ``ToolCall`` answers those calls in order (indexes 0, 1, …), with ``text_before`` /
+    ``text_after`` streamed as one content chunk each around them. Either way the finish reason
+    is ``tool_calls``. Queue a tool-call reply and then a text reply with ``script`` to drive an
+    agent through a tool turn.
     """
 
     status: int = 200
@@ -114,7 +140,9 @@ class Reply:
     reasoning: Literal["reasoning_content", "reasoning", None] = None  # reasoning delta first
     non_json_event_after: int | None = None  # then ``data: this is not json`` and carry on
     provider: str = "together"  # x-inference-provider, unless the id pins ``:<provider>``
-    tool_calls: bool = False  # answer with a get_weather call, finish_reason "tool_calls"
+    tool_calls: bool | Sequence[ToolCall] = False  # see the class docstring
+    text_before: str = ""  # with a list of tool_calls: content before the calls
+    text_after: str = ""  # with a list of tool_calls: content after the calls
     repeat: bool = False  # stay at the head of the queue forever
 
 
@@ -752,6 +780,18 @@ class _Turn:
         self.created = int(time.time())
         self.content = reply.content.replace("{model}", self.model)
         self.together = provider == "together"
+        self.calls = self._scripted_calls()
+
+    def _scripted_calls(self) -> list[tuple[str, ToolCall]]:
+        """(call id, call) of a reply scripted with a list of ``ToolCall``."""
+        if isinstance(self.reply.tool_calls, bool):
+            return []
+        return [
+            (call.id or f"call_{uuid.uuid4().hex[:24]}", call) for call in self.reply.tool_calls
+        ]
+
+    def _text(self, text: str) -> str:
+        return text.replace("{model}", self.model)
 
     async def run(self) -> web.StreamResponse:
         reply = self.reply
@@ -770,7 +810,13 @@ class _Turn:
 
     def _usage(self) -> dict[str, Any]:
         prompt = _count_words(self.body.get("messages"))
-        completion = 12 if self.reply.tool_calls else max(len(self.content.split()), 1)
+        if self.calls:
+            text = f"{self.reply.text_before} {self.reply.text_after}"
+            completion = len(text.split()) + sum(
+                max(len(c.arguments_text) // 4, 1) for _, c in self.calls
+            )
+        else:
+            completion = 12 if self.reply.tool_calls else max(len(self.content.split()), 1)
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -790,7 +836,18 @@ class _Turn:
 
     def _completion(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content, "tool_calls": []}
-        if self.reply.tool_calls:
+        if self.calls:
+            text = self._text(self.reply.text_before + self.reply.text_after)
+            message["content"] = text or None
+            message["tool_calls"] = [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments_text},
+                }
+                for call_id, c in self.calls
+            ]
+        elif self.reply.tool_calls:
             message["content"] = None
             message["tool_calls"] = [self._tool_call(_TOOL_ARGUMENTS, head=True)]
             del message["tool_calls"][0]["index"]
@@ -842,10 +899,32 @@ class _Turn:
 
     def _body_deltas(self) -> list[dict[str, Any]]:
         pieces = max(self.reply.chunks, 0)
+        if self.calls:
+            return self._scripted_deltas()
         if self.reply.tool_calls:
             args = _split(_TOOL_ARGUMENTS, max(pieces, 1))
             return [{"tool_calls": [self._tool_call(a, head=i == 0)]} for i, a in enumerate(args)]
         return [{"content": piece} for piece in _split(self.content, pieces)] if pieces else []
+
+    def _scripted_deltas(self) -> list[dict[str, Any]]:
+        """Text before, each call's argument pieces (the first with id/type/name), text after."""
+        deltas: list[dict[str, Any]] = []
+        if self.reply.text_before:
+            deltas.append({"content": self._text(self.reply.text_before)})
+        for index, (call_id, call) in enumerate(self.calls):
+            for piece, arguments in enumerate(_split(call.arguments_text, max(call.chunks, 1))):
+                delta: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
+                if piece == 0:
+                    delta = {
+                        "index": index,
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": arguments},
+                    }
+                deltas.append({"tool_calls": [delta]})
+        if self.reply.text_after:
+            deltas.append({"content": self._text(self.reply.text_after)})
+        return deltas
 
     async def _stream(self) -> web.StreamResponse:
         """Write the SSE stream, applying the scripted faults at their chunk counts."""

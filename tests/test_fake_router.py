@@ -23,6 +23,7 @@ from tests.fake_router import (
     WWW_AUTHENTICATE,
     FakeRouter,
     Reply,
+    ToolCall,
     default_models,
     make_model_entry,
 )
@@ -714,3 +715,89 @@ async def test_whoami_no_inference_token(http: aiohttp.ClientSession) -> None:
             token = (await resp.json())["auth"]["accessToken"]
     assert token["role"] == "fineGrained"
     assert PERMISSION not in token["fineGrained"]["global"]
+
+
+# ------------------------------------------------------------------------ scripted tool calls
+
+TWO_CALLS = [
+    ToolCall("exec_command", {"cmd": "echo hi", "workdir": "/tmp/x"}, chunks=3, id="call_one"),
+    ToolCall("wait_agent", '{"targets": []}'),
+]
+
+
+async def test_scripted_tool_calls_non_stream(router: FakeRouter, sdk: AsyncOpenAI) -> None:
+    """A list of ToolCall answers those calls in order, with text_before as the content."""
+    router.script(MODEL, Reply(tool_calls=TWO_CALLS, text_before="Running it."))
+    completion = await sdk.chat.completions.create(model=MODEL, messages=[])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == "Running it."
+    calls = choice.message.tool_calls or []
+    assert (calls[0].id, calls[0].function.name) == ("call_one", "exec_command")
+    assert [c.function.name for c in calls] == ["exec_command", "wait_agent"]
+    assert json.loads(calls[0].function.arguments) == {"cmd": "echo hi", "workdir": "/tmp/x"}
+    assert calls[1].function.arguments == '{"targets": []}'
+    assert calls[1].id.startswith("call_") and calls[1].id != "call_one"
+
+
+async def test_scripted_tool_calls_stream_like_openai_style_providers(
+    router: FakeRouter, http: aiohttp.ClientSession
+) -> None:
+    """Streamed: text before, each call's arguments over its ``chunks`` pieces (the head piece
+    with id, type and name, the rest by index only), text after, then finish tool_calls."""
+    reply = Reply(tool_calls=TWO_CALLS, text_before="Let me run that.", text_after="Done.")
+    _, events, error = await stream_events(http, router, reply)
+    assert error is None
+    assert events[-1] == "[DONE]"
+    deltas = [json.loads(e)["choices"][0]["delta"] for e in events[:-1]]
+    assert deltas[0]["content"] == "Let me run that."
+    assert deltas[0]["role"] == "assistant"
+    pieces = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+    assert [p["index"] for p in pieces] == [0, 0, 0, 1]
+    assert [p.get("id") for p in pieces] == ["call_one", None, None, pieces[3]["id"]]
+    assert [p["function"].get("name") for p in pieces] == [
+        "exec_command",
+        None,
+        None,
+        "wait_agent",
+    ]
+    first = "".join(p["function"]["arguments"] for p in pieces if p["index"] == 0)
+    assert json.loads(first) == {"cmd": "echo hi", "workdir": "/tmp/x"}
+    assert deltas[-2]["content"] == "Done."
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_scripted_tool_call_faults_count_argument_pieces(
+    router: FakeRouter, http: aiohttp.ClientSession
+) -> None:
+    """Stream counters count body chunks, argument pieces included: an error event after two
+    pieces of a three-piece call ends the stream there."""
+    reply = Reply(tool_calls=[ToolCall("f", '{"a": 1}', chunks=3)], error_event_after=2)
+    _, events, _ = await stream_events(http, router, reply)
+    assert len(events) == 3
+    assert "error" in json.loads(events[-1])
+
+
+async def test_multi_turn_tool_use_is_two_queued_replies(
+    router: FakeRouter, sdk: AsyncOpenAI
+) -> None:
+    """Queued replies answer requests in order: a tool call first, then the final text; the
+    second request, with the tool result, is recorded for the test to check."""
+    router.script(
+        MODEL,
+        Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"}, id="call_w")]),
+        Reply(content="It is sunny in Paris."),
+    )
+    messages: list[Any] = [{"role": "user", "content": "weather in Paris?"}]
+    first = await sdk.chat.completions.create(model=MODEL, messages=messages)
+    call = (first.choices[0].message.tool_calls or [])[0]
+    assert (call.id, call.function.name) == ("call_w", "get_weather")
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
+    ]
+    second = await sdk.chat.completions.create(model=MODEL, messages=messages)
+    assert second.choices[0].message.content == "It is sunny in Paris."
+    assert second.choices[0].finish_reason == "stop"
+    sent = router.chat_requests()[1].json["messages"]
+    assert sent[-1] == {"role": "tool", "tool_call_id": "call_w", "content": "sunny, 21 C"}
