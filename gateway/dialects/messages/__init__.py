@@ -42,11 +42,11 @@ from gateway.dialects.messages.render import (
 from gateway.dialects.messages.request import (
     DEFAULT_MODEL_MAP,
     ChatRequest,
-    DialectError,
     chat_request,
     map_model,
 )
 from gateway.dialects.messages.tokens import estimate_tokens, text_tokens
+from gateway.errors import DialectError
 
 __all__ = [
     "DEFAULT_MODEL_MAP",

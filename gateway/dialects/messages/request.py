@@ -8,18 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import wire
-from gateway.errors import GatewayError
+from gateway.errors import DialectError
 from gateway.refs import is_chain_name
 
 DEFAULT_MODEL_MAP: Mapping[str, str] = {"*": "coderclaw"}
-
-
-class DialectError(GatewayError):
-    """A request body the dialect cannot translate; answered 400 ``invalid_request_error``."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 # -- model names ----------------------------------------------------------------------------
