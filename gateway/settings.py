@@ -35,7 +35,7 @@ from gateway.config import (
 )
 from gateway.errors import ConfigError
 from gateway.file_safety import file_problems
-from gateway.refs import AliasMap, ModelRef, build_alias_map
+from gateway.refs import AliasMap, ModelRef, build_alias_map, parse_ref
 from gateway.secret import Secret, clean_token
 
 TOKEN_VARS = ("HUGGINGFACE_HUB_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -106,6 +106,9 @@ class Settings:
     # The configured fallbacks as written (deduplicated); a request that names its own model
     # falls back to these, even one that is also the primary.
     fallbacks: tuple[ModelRef, ...] = field(default=())
+    # Every ref the config names (the chain, agents.defaults.models): the refs whose metrics
+    # and cooldowns are kept by name, with the catalog's (routing.KnownRefs).
+    configured_refs: tuple[ModelRef, ...] = field(default=())
 
     @property
     def is_loopback(self) -> bool:
@@ -307,9 +310,16 @@ def load_settings(
         chain=chain_of(config),
         fallbacks=fallbacks_of(config),
         aliases=build_alias_map(aliases_of(config)),
+        configured_refs=configured_refs_of(config),
         config_exists=source.text is not None,
         warnings=tuple(warnings),
     )
+
+
+def configured_refs_of(config: Config) -> tuple[ModelRef, ...]:
+    """The chain, then every ref of ``agents.defaults.models``, without duplicates."""
+    listed = (parse_ref(key) for key in config.agents.defaults.models)
+    return tuple(dict.fromkeys((*chain_of(config), *listed)))
 
 
 def check_file_safety(paths: Paths) -> list[str]:
