@@ -6,13 +6,15 @@ path, the line when it can be found, and what was expected.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import json5
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from gateway.errors import ConfigError, RefError
@@ -50,11 +52,57 @@ class Discovery(_Section):
     timeout_seconds: float = Field(30.0, gt=0)
 
 
+def upstream_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the router's or the Hub's base URL, or None when it can.
+
+    The token goes to that URL in an ``Authorization`` header: credentials in the URL itself
+    are refused (they made every request fail, and they would sit in the file), and plain
+    ``http://`` only to a loopback host (127.0.0.0/8, ::1, localhost), where nothing crosses
+    the network. The message never repeats the URL: it may hold a password.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        return "expected an http:// or https:// URL with a valid host and port"
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return (
+            "credentials in the URL (user:password@) are not allowed: the token is sent in "
+            "the Authorization header; remove them from the URL"
+        )
+    if not host:
+        return "expected an http:// or https:// URL with a host"
+    if parts.scheme.lower() == "http" and not _is_loopback(host):
+        return (
+            f"plain http:// to {host} would send the token unencrypted; use https:// "
+            "(http:// is only allowed to 127.0.0.1, ::1 or localhost)"
+        )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class HuggingFace(_Section):
     base_url: str = Field("https://router.huggingface.co/v1", pattern=r"^https?://\S+$")
     hub_url: str = Field("https://huggingface.co", pattern=r"^https?://\S+$")
     api_key: str | None = Field(None, repr=False)
     discovery: Discovery = Discovery()
+
+    @field_validator("base_url", "hub_url")
+    @classmethod
+    def _safe_url(cls, url: str) -> str:
+        problem = upstream_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
 
 
 class Providers(_Section):
@@ -364,6 +412,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     if kind == "string_pattern_mismatch" and "https?" in str(err.get("ctx", {}).get("pattern")):
         return f"expected an http:// or https:// URL, got {err.get('input')!r}"
     msg = str(err["msg"])
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
     if msg.startswith("Input should be "):
         return f"expected a value {msg.removeprefix('Input should be ')}, got {err.get('input')!r}"
     return msg

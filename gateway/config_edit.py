@@ -16,6 +16,7 @@ import json5
 from gateway.config import DEFAULT_PRIMARY
 from gateway.errors import ConfigError, RefError
 from gateway.refs import ModelRef, is_chain_name, parse_ref
+from gateway.secret import mask
 
 Key = str | int
 PATH_HINT = (
@@ -27,7 +28,6 @@ SECRET_PATHS = frozenset(
 )
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _INDEX = re.compile(r"\[\s*(?:(\d+)|\"((?:[^\"\\]|\\.)*)\"|'([^']*)')\s*\]")
-_VAR_ONLY = re.compile(r"\$\{[A-Z_][A-Z0-9_]*\}")
 
 
 # ----------------------------------------------------------------------------- paths
@@ -144,20 +144,107 @@ def parse_value(text: str) -> Any:
         return text
 
 
+# ----------------------------------------------------------------------------- secrets
+# The rule, for ``config get`` (mask) and ``config set`` (refuse), over any subtree:
+# - a value at ``models.providers.huggingface.apiKey`` or ``gateway.auth.token``, or at
+#   ``env.vars.<KEY>`` where KEY contains TOKEN, KEY, SECRET, PASSWORD, PASSWD or CREDENTIAL
+#   (any case), is a secret unless it is only ``${VAR}`` references;
+# - anywhere, a string holding a Hugging Face token (``hf_…``, ``api_org_…``, 16+ characters
+#   after the prefix) holds a secret, whatever its key.
+# Masking keeps a token's first and last four characters; a whole value is masked at a secret
+# path, only the token inside a string elsewhere (a URL stays readable).
+
+_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?:hf|api_org)_[A-Za-z0-9]{16,}")
+_VAR_REFS = re.compile(r"(?:\$\{[A-Z_][A-Z0-9_]*\})+")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def is_secret_path(parts: tuple[Key, ...]) -> bool:
+    """Whether the value at ``parts`` is a secret by its place in the config."""
+    if tuple(parts) in SECRET_PATHS:
+        return True
+    return (
+        len(parts) == 3
+        and parts[:2] == ("env", "vars")
+        and isinstance(parts[2], str)
+        and _SECRET_NAME.search(parts[2]) is not None
+    )
+
+
+def holds_token(text: str) -> bool:
+    """Whether ``text`` contains something shaped like a Hugging Face token."""
+    return _HF_TOKEN.search(text) is not None
+
+
+def _is_reference(value: Any) -> bool:
+    """Nothing, an empty string, or only ``${VAR}`` references: no secret in the file."""
+    if value is None or value == "":
+        return True
+    return isinstance(value, str) and _VAR_REFS.fullmatch(value) is not None
+
+
+def mask_secrets(value: Any, parts: tuple[Key, ...] = ()) -> Any:
+    """A copy of ``value`` (found at ``parts``) with every secret of the rule above masked."""
+    return _mask(value, tuple(parts), is_secret_path(parts))
+
+
+def _mask(value: Any, parts: tuple[Key, ...], secret: bool) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _mask(v, (*parts, k), secret or is_secret_path((*parts, k)))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask(v, (*parts, i), secret) for i, v in enumerate(value)]
+    if secret and not _is_reference(value) and not isinstance(value, bool):
+        return mask(str(value))
+    if isinstance(value, str):
+        return _HF_TOKEN.sub(lambda m: mask(m.group(0)), value)
+    return value
+
+
+def find_secret(value: Any, parts: tuple[Key, ...] = ()) -> tuple[Key, ...] | None:
+    """The path of the first literal secret in ``value`` (found at ``parts``), or None."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = find_secret(v, (*parts, k))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = find_secret(v, (*parts, i))
+            if found is not None:
+                return found
+        return None
+    if is_secret_path(parts) and not _is_reference(value):
+        return parts
+    if isinstance(value, str) and holds_token(value):
+        return parts
+    return None
+
+
 def check_not_secret(parts: tuple[Key, ...], value: Any) -> None:
-    """Secrets live in ``$STATE/.env``; the config may only refer to them as ``${VAR}``."""
-    if tuple(parts) not in SECRET_PATHS or value is None:
+    """Secrets live in ``$STATE/.env``; the config may only refer to them as ``${VAR}``.
+
+    ``value`` may be a scalar or a whole subtree: a literal secret anywhere in it is refused.
+    """
+    where = find_secret(value, tuple(parts))
+    if where is None:
         return
-    if isinstance(value, str) and _VAR_ONLY.fullmatch(value):
-        return
-    if parts[0] == "models":
-        hint = "run `coderclaw onboard` (it saves the token in $STATE/.env) or set the value "
-        hint += '"${HF_TOKEN}"'
+    if where[:2] == ("gateway", "auth"):
+        var = "CODERCLAW_GATEWAY_TOKEN"
+    elif len(where) == 3 and where[:2] == ("env", "vars") and _ENV_NAME.fullmatch(str(where[2])):
+        var = str(where[2])
     else:
-        hint = "put CODERCLAW_GATEWAY_TOKEN=... in $STATE/.env, or set the value "
-        hint += '"${CODERCLAW_GATEWAY_TOKEN}"'
+        var = "HF_TOKEN"
+    hint = f"put {var}=… in $STATE/.env"
+    if var == "HF_TOKEN":
+        hint += " (`coderclaw onboard` saves it there)"
     raise ConfigError(
-        f"{format_path(parts)}: a secret is not written into the config file", hint=hint
+        f"{format_path(where)}: a secret is not written into the config file",
+        hint=f'{hint} and refer to it as "${{{var}}}" (or leave the value out)',
     )
 
 

@@ -1,7 +1,8 @@
 """``coderclaw doctor``: one line per check, each with what to do when it is not ok.
 
-The checks: config valid, token present and accepted by the Hub, router reachable, catalog
-cache age, port free or the gateway answering ``/healthz``, service installed and running.
+The checks: who may write (or read) the state dir, config and ``.env``, config valid, token
+present and accepted by the Hub, router reachable, catalog cache age, port free or the gateway
+answering ``/healthz``, service installed and running.
 ``fail`` means the gateway will not work as configured (exit 1); ``warn`` means it works but
 something deserves attention; ``skip`` means a check could not run because an earlier one
 failed. The token is never shown, only masked.
@@ -21,9 +22,10 @@ import aiohttp
 
 from gateway.discovery import fetch_models, load_cached_catalog
 from gateway.errors import ConfigError, GatewayError, UpstreamError
+from gateway.file_safety import file_problems
 from gateway.hub import PERMISSION_FIX, TokenStatus, check_token
 from gateway.secret import mask
-from gateway.settings import Settings
+from gateway.settings import Paths, Settings
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -80,6 +82,18 @@ def _age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f} h"
     return f"{seconds / 86400:.0f} days"
+
+
+def check_files(paths: Paths) -> list[Check]:
+    """One check per problem with the state dir, the config or the ``.env`` (who may write or
+    read them), each with the command that fixes it; one ``ok`` line when there is none."""
+    problems = file_problems(paths.state_dir, paths.config, paths.env_file)
+    if not problems:
+        return [Check("files", "ok", "the state dir, config and .env are writable by you only")]
+    return [
+        Check("files", "fail" if p.severity == "error" else "warn", p.message, p.fix)
+        for p in problems
+    ]
 
 
 def config_failure(exc: ConfigError) -> Check:
@@ -234,7 +248,8 @@ def run_checks(settings: Settings, now: float | None = None) -> list[Check]:
         settings.config.hf.discovery.refresh_minutes,
         time.time() if now is None else now,
     )
-    return [check_config(settings), token, router, age, port, check_service(settings)]
+    files = check_files(settings.paths)
+    return [*files, check_config(settings), token, router, age, port, check_service(settings)]
 
 
 def skipped_after_config() -> list[Check]:

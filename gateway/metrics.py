@@ -1,4 +1,9 @@
-"""Prometheus metrics, one registry per app (no module globals)."""
+"""Prometheus metrics, one registry per app (no module globals).
+
+Model labels are bounded: once the app calls ``set_known_refs``, a ref that is neither
+configured nor in the catalog is counted as ``other`` (a client can send any model name; each
+distinct label would be a permanent series).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ import asyncio
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.routing import KnownRefs
 from gateway.upstream import upstream_connection_counts
+
+OTHER = "other"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -15,6 +23,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class Metrics:
     def __init__(self) -> None:
         self._children: dict[tuple[object, ...], Counter] = {}
+        self._known: KnownRefs | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -76,11 +85,22 @@ class Metrics:
         self.upstream_connections.labels("active").set(active)
         self.upstream_connections.labels("idle").set(idle)
 
+    def set_known_refs(self, known: KnownRefs) -> None:
+        """Label only these refs by name from now on; every other one is ``other``."""
+        self._known = known
+
+    def model_label(self, model: str) -> str:
+        """``model`` when it is known (or nothing is known yet), else ``other``; ``none`` (no
+        model served) stays."""
+        if self._known is None or model == "none" or self._known.has_label(model):
+            return model
+        return OTHER
+
     def count_attempt(self, model: str, status: str) -> None:
-        self._inc(self.attempts, model, status)
+        self._inc(self.attempts, self.model_label(model), status)
 
     def count_request(self, model: str, outcome: str) -> None:
-        self._inc(self.requests, model, outcome)
+        self._inc(self.requests, self.model_label(model), outcome)
 
     def _inc(self, counter: Counter, *labels: str) -> None:
         # labels() validates and locks on every call; the children are few, so keep them.
@@ -92,4 +112,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-

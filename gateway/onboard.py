@@ -471,9 +471,10 @@ def run_non_interactive(
         token = settings.hf_token
     if token is None:
         raise TokenError(
-            "no Hugging Face token: pass --huggingface-api-key or set HF_TOKEN",
-            hint=f'coderclaw onboard --non-interactive --huggingface-api-key "$HF_TOKEN"; '
-            f"to get a token, {NEW_TOKEN_HELP}",
+            "no Hugging Face token: set HF_TOKEN, or pass --huggingface-api-key - with the "
+            "token on standard input",
+            hint="HF_TOKEN=… coderclaw onboard --non-interactive --mode local "
+            f"--auth-choice huggingface-api-key; to get a token, {NEW_TOKEN_HELP}",
         )
     ref = parse_ref(model or DEFAULT_MODEL)
     result = check_token_now(settings, token)

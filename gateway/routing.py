@@ -1,15 +1,18 @@
 """Failover decisions (pure): classify one attempt's outcome, decide what comes next, and keep
-per-model cooldowns. The clock and the randomness are passed in.
+per-model cooldowns (bounded for refs that are neither configured nor in the catalog). The
+clock and the randomness are passed in.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.refs import ModelRef
+from gateway.catalog import Catalog
+from gateway.refs import POLICIES, ModelRef
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 MODEL_GONE_STATUSES = frozenset({404, 410})
@@ -121,6 +124,57 @@ def cooldown_seconds(consecutive_failures: int, retry_after: float | None = None
     return max(base, retry_after or 0.0)
 
 
+# ------------------------------------------------------------------------ known refs
+
+KnownSource = Callable[[], tuple[Collection[ModelRef], Catalog]]
+MAX_OTHER_COOLDOWNS = 256
+
+
+def known_refs(configured: Iterable[ModelRef], catalog: Catalog) -> frozenset[ModelRef]:
+    """The configured refs, and every catalog model plain, with each policy suffix and with
+    each provider the catalog lists for it."""
+    refs = set(configured)
+    for entry in catalog.entries:
+        suffixes = (None, *sorted(POLICIES), *(p.provider for p in entry.providers))
+        refs.update(ModelRef(entry.model_id, suffix) for suffix in suffixes)
+    return frozenset(refs)
+
+
+class KnownRefs:
+    """Which refs the gateway keeps state for by name; a client can send any other ref, and
+    those share bounded state (the ``other`` metric label, a small cooldown LRU).
+
+    ``source`` gives the current (configured refs, catalog). The set is rebuilt only when
+    either object is a new one (a reload, a catalog refresh), so a lookup is one set probe.
+    """
+
+    __slots__ = ("_labels", "_refs", "_seen", "_source")
+
+    def __init__(self, source: KnownSource) -> None:
+        self._source = source
+        self._seen: tuple[int, int] = (0, 0)
+        self._refs: frozenset[ModelRef] = frozenset()
+        self._labels: frozenset[str] = frozenset()
+
+    def _current(self) -> None:
+        configured, catalog = self._source()
+        seen = (id(configured), id(catalog))
+        if seen != self._seen:
+            self._refs = known_refs(configured, catalog)
+            self._labels = frozenset(str(ref) for ref in self._refs)
+            # Only after the rebuild: a failed one is tried again at the next lookup.
+            self._seen = seen
+
+    def __contains__(self, ref: ModelRef) -> bool:
+        self._current()
+        return ref in self._refs
+
+    def has_label(self, label: str) -> bool:
+        """Whether ``label`` is the canonical form of a known ref."""
+        self._current()
+        return label in self._labels
+
+
 @dataclass(slots=True)
 class _Cooling:
     until: float
@@ -129,10 +183,33 @@ class _Cooling:
 
 
 class Cooldowns:
-    """Per-ref cooldowns; ``now`` is always passed in (monotonic seconds)."""
+    """Per-ref cooldowns; ``now`` is always passed in (monotonic seconds).
 
-    def __init__(self) -> None:
+    Once ``set_known_refs`` is called, refs outside that set (any name a client sends) are
+    kept in an LRU of ``max_others`` entries, so that they cannot grow the gateway's memory.
+    """
+
+    def __init__(self, max_others: int = MAX_OTHER_COOLDOWNS) -> None:
         self._state: dict[ModelRef, _Cooling] = {}
+        self._others: OrderedDict[ModelRef, _Cooling] = OrderedDict()
+        self._max_others = max_others
+        self._known: KnownRefs | None = None
+
+    def set_known_refs(self, known: KnownRefs) -> None:
+        self._known = known
+
+    def _get(self, ref: ModelRef) -> _Cooling | None:
+        return self._state.get(ref) or self._others.get(ref)
+
+    def _put(self, ref: ModelRef, cooling: _Cooling) -> None:
+        if self._known is None or ref in self._known:
+            self._others.pop(ref, None)
+            self._state[ref] = cooling
+            return
+        self._others[ref] = cooling
+        self._others.move_to_end(ref)
+        while len(self._others) > self._max_others:
+            self._others.popitem(last=False)
 
     def fail(
         self,
@@ -149,28 +226,34 @@ class Cooldowns:
         are in flight at once): it does not double the cooldown, though a longer Retry-After
         still extends it.
         """
-        prev = self._state.get(ref)
+        prev = self._get(ref)
         if prev is not None and prev.until > now and started is not None and started < prev.since:
             prev.until = max(prev.until, now + (retry_after or 0.0))
             return prev.until
         failures = prev.failures + 1 if prev else 1
         until = now + cooldown_seconds(failures, retry_after)
-        self._state[ref] = _Cooling(until, failures, now)
+        self._put(ref, _Cooling(until, failures, now))
         return until
 
     def succeed(self, ref: ModelRef) -> None:
         self._state.pop(ref, None)
+        self._others.pop(ref, None)
 
     def cooling_until(self, ref: ModelRef, now: float) -> float | None:
-        state = self._state.get(ref)
+        state = self._get(ref)
         return state.until if state and state.until > now else None
 
     def cooling(self, now: float) -> list[ModelRef]:
-        return [ref for ref, s in self._state.items() if s.until > now]
+        entries = (*self._state.items(), *self._others.items())
+        return [ref for ref, s in entries if s.until > now]
 
     def soonest_end(self, refs: Iterable[ModelRef], now: float) -> float | None:
         ends = [u for u in (self.cooling_until(r, now) for r in refs) if u is not None]
         return min(ends) if ends else None
+
+    def __len__(self) -> int:
+        """How many refs have an entry (cooling now or remembered for the doubling)."""
+        return len(self._state) + len(self._others)
 
 
 def plan_chain(chain: Sequence[ModelRef], cooldowns: Cooldowns, now: float) -> list[ModelRef]:

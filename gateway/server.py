@@ -24,7 +24,7 @@ from gateway.openapi import openapi_handler
 from gateway.proxy import ChatContext, ChatProxy
 from gateway.refs import ModelRef, is_chain_name, parse_ref, resolve_model
 from gateway.request_body import read_body
-from gateway.routing import Cooldowns, request_chain
+from gateway.routing import Cooldowns, KnownRefs, request_chain
 from gateway.secret import Secret
 from gateway.settings import Settings
 from gateway.upstream import Upstream, new_session
@@ -381,7 +381,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     own_session = state.session is None
     session = state.session or new_session()
     state.session = session
-    state.refresher = CatalogRefresher.from_settings(session, state.settings)
+    refresher = state.refresher = CatalogRefresher.from_settings(session, state.settings)
+    known = KnownRefs(lambda: (state.settings.configured_refs, refresher.catalog))
+    state.metrics.set_known_refs(known)
+    state.cooldowns.set_known_refs(known)
     upstream = Upstream(session)
     state.proxy = ChatProxy(upstream, state.cooldowns, state.metrics)
     state.refresher.start()

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from dotenv.parser import parse_stream
 
@@ -33,7 +34,8 @@ from gateway.config import (
     validate_config,
 )
 from gateway.errors import ConfigError
-from gateway.refs import AliasMap, ModelRef, build_alias_map
+from gateway.file_safety import file_problems
+from gateway.refs import AliasMap, ModelRef, build_alias_map, parse_ref
 from gateway.secret import Secret, clean_token
 
 TOKEN_VARS = ("HUGGINGFACE_HUB_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -104,6 +106,9 @@ class Settings:
     # The configured fallbacks as written (deduplicated); a request that names its own model
     # falls back to these, even one that is also the primary.
     fallbacks: tuple[ModelRef, ...] = field(default=())
+    # Every ref the config names (the chain, agents.defaults.models): the refs whose metrics
+    # and cooldowns are kept by name, with the catalog's (routing.KnownRefs).
+    configured_refs: tuple[ModelRef, ...] = field(default=())
 
     @property
     def is_loopback(self) -> bool:
@@ -277,23 +282,92 @@ def load_settings(
     port: int | None = None,
     bind: str | None = None,
     host: str | None = None,
+    check_files: bool = True,
 ) -> Settings:
-    """Build the immutable ``Settings``; raises ``ConfigError`` for anything unusable."""
+    """Build the immutable ``Settings``; raises ``ConfigError`` for anything unusable.
+
+    The layers, in order: the paths, who may write the files (``check_files``: only
+    ``doctor`` turns it off, to report every file problem on its own), the config file's
+    text, the environment layers, the validated config, the tokens, the listen address.
+    """
     process = dict(os.environ if environ is None else environ)
     paths = Paths.from_env(process)
-    file = str(paths.config)
-    text = read_config_text(paths.config)
-    raw = parse_json5(text, file) if text is not None else {}
-    dotenv = read_env_file(paths.env_file)
-    # The env section is checked first (the shell must not run for a broken config); its
-    # strings may use ${VAR} from the two sources above it.
+    warnings = check_file_safety(paths) if check_files else []
+    source = read_config_source(paths.config)
+    env, env_raw = resolve_environment(process, read_env_file(paths.env_file), source, warnings)
+    config = load_config(source, env, env_raw)
+    hf_token, token_source = resolve_hf_token(config, env, paths.home, config_file=source.file)
+    final_host, final_port = resolve_listen(config, env, source.file, port, bind, host)
+    return Settings(
+        paths=paths,
+        config=config,
+        env=MappingProxyType(dict(env)),
+        hf_token=hf_token,
+        token_source=token_source,
+        gateway_token=resolve_gateway_token(config, env, source.file),
+        port=final_port,
+        host=final_host,
+        chain=chain_of(config),
+        fallbacks=fallbacks_of(config),
+        aliases=build_alias_map(aliases_of(config)),
+        configured_refs=configured_refs_of(config),
+        config_exists=source.text is not None,
+        warnings=tuple(warnings),
+    )
+
+
+def configured_refs_of(config: Config) -> tuple[ModelRef, ...]:
+    """The chain, then every ref of ``agents.defaults.models``, without duplicates."""
+    listed = (parse_ref(key) for key in config.agents.defaults.models)
+    return tuple(dict.fromkeys((*chain_of(config), *listed)))
+
+
+def check_file_safety(paths: Paths) -> list[str]:
+    """The warnings about the state dir, config and ``.env``; a ``ConfigError`` (exit 78)
+    naming the file and the fix when another user could write one of them."""
+    problems = file_problems(paths.state_dir, paths.config, paths.env_file)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more: see `coderclaw doctor`)" if len(errors) > 1 else ""
+        raise ConfigError(first.detail + more, file=first.path, hint=first.fix)
+    return [f"{p.message}; fix: {p.fix}" for p in problems]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSource:
+    """The config file as read: its path, text (None when absent) and parsed JSON5."""
+
+    file: str
+    text: str | None
+    raw: dict[str, Any]
+
+
+def read_config_source(path: Path) -> ConfigSource:
+    text = read_config_text(path)
+    raw = parse_json5(text, str(path)) if text is not None else {}
+    return ConfigSource(str(path), text, raw)
+
+
+def resolve_environment(
+    process: Mapping[str, str],
+    dotenv: Mapping[str, str],
+    source: ConfigSource,
+    warnings: list[str],
+) -> tuple[dict[str, str], Any]:
+    """The merged environment (process > ``.env`` > ``env.vars`` > ``env.shellEnv``) and the
+    config's ``env`` section with its ``${VAR}`` substituted.
+
+    The env section is checked first (the shell must not run for a broken config); its strings
+    may use ${VAR} from the two sources above it. The login shell runs only when enabled and a
+    known key is still missing; its failure is a warning.
+    """
+    file, text = source.file, source.text
     env_raw = substitute_vars(
-        raw.get("env", {}), merge_layers([process, dotenv]), file, "env", text=text
+        source.raw.get("env", {}), merge_layers([process, dotenv]), file, "env", text=text
     )
     env_section = validate_config({"env": env_raw}, file, text).env
-    config_vars = dict(env_section.vars)
-    layers: list[Mapping[str, str]] = [process, dotenv, config_vars]
-    warnings: list[str] = []
+    layers: list[Mapping[str, str]] = [process, dotenv, dict(env_section.vars)]
     shell_cfg = env_section.shell_env
     if shell_cfg.enabled:
         merged = merge_layers(layers)
@@ -303,26 +377,46 @@ def load_settings(
             layers.append(shell)
             if warning:
                 warnings.append(warning)
-    env = merge_layers(layers)
-    data = substitute_vars({k: v for k, v in raw.items() if k != "env"}, env, file, text=text)
+    return merge_layers(layers), env_raw
+
+
+def load_config(source: ConfigSource, env: Mapping[str, str], env_raw: Any) -> Config:
+    """The validated ``Config``: every ``${VAR}`` outside ``env`` from the merged environment."""
+    raw = source.raw
+    data = substitute_vars(
+        {k: v for k, v in raw.items() if k != "env"}, env, source.file, text=source.text
+    )
     if "env" in raw:
         data["env"] = env_raw
-    config = validate_config(data, file, text)
+    return validate_config(data, source.file, source.text)
 
-    hf_token, token_source = resolve_hf_token(config, env, paths.home, config_file=file)
+
+def resolve_gateway_token(config: Config, env: Mapping[str, str], file: str) -> Secret | None:
+    """CODERCLAW_GATEWAY_TOKEN, else ``gateway.auth.token``; None when neither is set."""
     gw_env = clean_token(env.get("CODERCLAW_GATEWAY_TOKEN"))
     gw_raw = gw_env or clean_token(config.gateway.auth.token)
-    gateway_token = None
-    if gw_raw:
-        _check_token(
-            gw_raw,
-            "the gateway token" + (" in CODERCLAW_GATEWAY_TOKEN" if gw_env else ""),
-            "use printable ASCII without spaces for the gateway token",
-            file=None if gw_env else file,
-            path=None if gw_env else "gateway.auth.token",
-        )
-        gateway_token = Secret(gw_raw)
+    if not gw_raw:
+        return None
+    _check_token(
+        gw_raw,
+        "the gateway token" + (" in CODERCLAW_GATEWAY_TOKEN" if gw_env else ""),
+        "use printable ASCII without spaces for the gateway token",
+        file=None if gw_env else file,
+        path=None if gw_env else "gateway.auth.token",
+    )
+    return Secret(gw_raw)
 
+
+def resolve_listen(
+    config: Config,
+    env: Mapping[str, str],
+    file: str,
+    port: int | None,
+    bind: str | None,
+    host: str | None,
+) -> tuple[str, int]:
+    """(host, port): ``--port`` > CODERCLAW_GATEWAY_PORT > ``gateway.port``; ``--bind``/
+    ``--host`` over ``gateway.bind``/``gateway.host``."""
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError(f"--port {port} is not a port number (1-65535)", hint="pass 1-65535")
     final_port = port if port is not None else _env_port(env) or config.gateway.port
@@ -339,22 +433,7 @@ def load_settings(
                 hint="set gateway.host (or pass --host)",
             )
         final_host = BIND_HOSTS[bind_mode]
-
-    return Settings(
-        paths=paths,
-        config=config,
-        env=MappingProxyType(dict(env)),
-        hf_token=hf_token,
-        token_source=token_source,
-        gateway_token=gateway_token,
-        port=final_port,
-        host=final_host,
-        chain=chain_of(config),
-        fallbacks=fallbacks_of(config),
-        aliases=build_alias_map(aliases_of(config)),
-        config_exists=text is not None,
-        warnings=tuple(warnings),
-    )
+    return final_host, final_port
 
 
 def merge_layers(layers: list[Mapping[str, str]]) -> dict[str, str]:

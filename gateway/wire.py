@@ -17,20 +17,50 @@ _DIGITS_ONLY = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
 _LONG_NUMBER = b"0" * 19
 
 
+# Deeper JSON is refused on input: orjson serialises 254 levels at most, the stdlib about 900
+# before a RecursionError, and no chat request needs more than a few dozen.
+MAX_DEPTH = 512
+TOO_DEEP = f"it is nested deeper than {MAX_DEPTH} levels"
+
+
 def loads(data: bytes | str) -> Any:
     """Parse JSON; orjson first, the stdlib for what orjson gets wrong or refuses.
 
     orjson turns an integer past 64 bits into a float silently (a 30-digit ``seed`` would
     change in transit), so a body with a run of 19 or more digits goes to the stdlib, which
-    keeps every integer exact.
+    keeps every integer exact. A value nested deeper than ``MAX_DEPTH`` is a ``ValueError``, so
+    that whatever ``loads`` returns, ``dumps`` can write back.
     """
     raw = data.encode() if isinstance(data, str) else data
     if _LONG_NUMBER in raw.translate(_DIGITS_ONLY):
-        return _stdlib_loads(raw)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _stdlib_loads(raw)
+        obj = _stdlib_loads(raw)
+    else:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            obj = _stdlib_loads(raw)
+    # The depth is at most the number of brackets: most bodies need no walk at all.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and nesting_depth(obj) > MAX_DEPTH:
+        raise ValueError(TOO_DEEP)
+    return obj
+
+
+def nesting_depth(obj: Any) -> int:
+    """How many lists/objects deep ``obj`` goes (a scalar is 0, ``[]`` is 1), without
+    recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def _stdlib_loads(raw: bytes) -> Any:
@@ -39,7 +69,7 @@ def _stdlib_loads(raw: bytes) -> Any:
         # Invalid UTF-8 raises UnicodeDecodeError, a ValueError, as it should.
         return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except RecursionError:
-        raise ValueError("it is nested too deeply") from None
+        raise ValueError(TOO_DEEP) from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -47,14 +77,21 @@ def _reject_constant(name: str) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
+    """Serialise JSON; orjson first, the stdlib for what orjson refuses (integers past 64 bits,
+    more than 254 levels). A value too deep even for the stdlib is a ``ValueError``; ``loads``
+    never returns one."""
     try:
         return orjson.dumps(obj)
     except TypeError:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        pass
     try:
-        return text.encode()
-    except UnicodeEncodeError:  # a lone surrogate, sent as a \ud800 escape: pass it on as one
-        return json.dumps(obj, separators=(",", ":")).encode()
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text.encode()
+        except UnicodeEncodeError:  # a lone surrogate, sent as a \ud800 escape: pass it on as one
+            return json.dumps(obj, separators=(",", ":")).encode()
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
 
 
 def error_payload(

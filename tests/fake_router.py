@@ -470,6 +470,7 @@ class FakeRouter:
         self.no_inference_tokens: set[str] = set(no_inference_tokens or ())
         self.require_auth = require_auth
         self.models_reply = ModelsReply()
+        self.whoami_delay = 0.0  # seconds before the Hub answers whoami-v2 (a slow round trip)
         self.requests: list[Recorded] = []
         self.disconnects: list[tuple[str, float]] = []
         self.url = ""
@@ -683,6 +684,8 @@ class FakeRouter:
     # --------------------------------------------------------------------- hub
     async def _whoami(self, request: web.Request) -> web.Response:
         """The Hub whoami-v2 for a fine-grained token; 401 string error otherwise."""
+        if self.whoami_delay:
+            await asyncio.sleep(self.whoami_delay)
         token = _bearer(request.headers.get("Authorization"))
         if not self._token_valid(token):
             return _json_response(401, {"error": MSG_HUB_BAD_TOKEN})

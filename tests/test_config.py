@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,14 @@ from gateway.config import (
     dotted_path,
     parse_json5,
     substitute_vars,
+    upstream_url_problem,
     validate_config,
 )
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
 from tests.cli_helpers import DATA, run_module_sync
 from tests.conftest import clean_env
+from tests.daemon_harness import free_port, gateway_argv, port_open, run_process
 
 R1 = "huggingface/deepseek-ai/DeepSeek-R1"
 QWEN8 = "huggingface/Qwen/Qwen3-8B"
@@ -202,6 +205,22 @@ BROKEN = [
         "models.providers.huggingface.baseUrl",
         3,
         "expected an http:// or https:// URL",
+    ),
+    Broken(
+        "userinfo-in-base-url",
+        b'{\n  models: { providers: { huggingface: {\n'
+        b'    baseUrl: "https://me:pa55word@router.example/v1",\n  } } },\n}\n',
+        "models.providers.huggingface.baseUrl",
+        3,
+        "credentials in the URL (user:password@) are not allowed",
+    ),
+    Broken(
+        "plain-http-hub-url",
+        b'{\n  models: { providers: { huggingface: {\n    hubUrl: "http://hub.example",\n'
+        b"  } } },\n}\n",
+        "models.providers.huggingface.hubUrl",
+        3,
+        "plain http:// to hub.example would send the token unencrypted",
     ),
     Broken(
         "bad-ref-fallback",
@@ -396,3 +415,64 @@ def test_a_config_without_read_permission_exits_78(tmp_path: Path, isolated_home
     with pytest.raises(ConfigError, match="cannot read the config file: Permission denied") as info:
         load_settings({"HOME": str(isolated_home), "CODERCLAW_CONFIG_PATH": str(path)})
     assert info.value.file == str(path)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://router.huggingface.co/v1", None),
+        ("https://huggingface.co", None),
+        ("http://127.0.0.1:8080/v1", None),
+        ("http://127.9.8.7/v1", None),
+        ("http://[::1]:9000", None),
+        ("http://localhost:1234/v1", None),
+        ("http://LOCALHOST/v1", None),
+        ("https://10.0.0.5/v1", None),
+        ("http://router.example/v1", "plain http:// to router.example"),
+        ("http://10.0.0.5/v1", "plain http:// to 10.0.0.5"),
+        ("http://[::2]/v1", "plain http:// to ::2"),
+        ("http://128.0.0.1/v1", "plain http:// to 128.0.0.1"),
+        ("http://localhost.evil.example/v1", "plain http:// to localhost.evil.example"),
+        ("http://127.0.0.1.nip.io/v1", "plain http:// to 127.0.0.1.nip.io"),
+        ("https://user:secret@router.example/v1", "credentials in the URL"),
+        ("https://user@router.example/v1", "credentials in the URL"),
+        ("http://user:pw@127.0.0.1/v1", "credentials in the URL"),
+        ("https://:pw@router.example", "credentials in the URL"),
+        ("https://router.example:notaport/v1", "valid host and port"),
+        ("https:///v1", "with a host"),
+    ],
+)
+def test_upstream_url_problem(url: str, problem: str | None) -> None:
+    """Credentials in the URL are refused; plain http:// only to 127.0.0.0/8, ::1 or
+    localhost; the message never repeats a password."""
+    found = upstream_url_problem(url)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+        assert "secret" not in found and "pw" not in found
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "says"),
+    [
+        ("baseUrl", "https://me:pa55word@router.example/v1", "credentials in the URL"),
+        ("hubUrl", "http://hub.example", "plain http:// to hub.example"),
+    ],
+)
+async def test_the_gateway_refuses_to_start_with_an_unsafe_upstream_url(
+    isolated_home: Path, key: str, url: str, says: str
+) -> None:
+    """`gateway run` exits 78 naming the setting; no password in the output."""
+    state = isolated_home / ".coderclaw"
+    state.mkdir(mode=0o700)
+    config = state / "coderclaw.json"
+    config.write_text(json.dumps({"models": {"providers": {"huggingface": {key: url}}}}))
+    port = free_port()
+    env = clean_env(isolated_home, HF_TOKEN="hf_unsafeUrlTokenABCDEFGHIJ")
+    async with run_process(gateway_argv(port), env, port=port) as gw:
+        assert await gw.wait_exit(timeout=8) == 78
+    text = gw.log_text()
+    assert f"models.providers.huggingface.{key}" in text and says in text
+    assert "pa55word" not in text and "hf_unsafeUrlToken" not in text
+    assert not await port_open(port)

@@ -14,9 +14,13 @@ from click.testing import CliRunner, Result
 
 from gateway.cli import main
 from gateway.config_edit import (
+    find_secret,
     format_path,
     get_value,
+    holds_token,
+    is_secret_path,
     loses_formatting,
+    mask_secrets,
     parse_path,
     parse_value,
     set_value,
@@ -305,3 +309,189 @@ def test_help_says_comments_are_not_kept() -> None:
     result = invoke("set", "--help")
     text = " ".join(result.stdout.split())
     assert "rewritten as plain JSON: every key and value is kept, JSON5 comments are not" in text
+
+
+# -------------------------------------------------------------------------- secrets
+
+GW_SECRET = "gw-Secret-0123456789abcdef"
+API_SECRET = "sk-ApiSecret0123456789abcdef"
+PASSWORD = "pw-Password0123456789"
+SECRET_TEXTS = (GOOD_TOKEN, OTHER_HF := "hf_InsideAString0123456789ab", GW_SECRET, API_SECRET)
+
+
+@pytest.mark.parametrize(
+    ("parts", "secret"),
+    [
+        (("models", "providers", "huggingface", "apiKey"), True),
+        (("gateway", "auth", "token"), True),
+        (("env", "vars", "HF_TOKEN"), True),
+        (("env", "vars", "OPENAI_API_KEY"), True),
+        (("env", "vars", "db_password"), True),
+        (("env", "vars", "MY_SECRET"), True),
+        (("env", "vars", "AWS_CREDENTIALS"), True),
+        (("env", "vars", "HF_HOME"), False),
+        (("env", "vars", "EXTRA"), False),
+        (("gateway", "auth"), False),
+        (("gateway", "port"), False),
+        (("models", "providers", "huggingface", "baseUrl"), False),
+        (("agents", "defaults", "models", "TOKEN", "alias"), False),
+    ],
+)
+def test_is_secret_path(parts: tuple[Any, ...], secret: bool) -> None:
+    """Secret by place: apiKey, gateway.auth.token and env.vars whose name holds TOKEN, KEY,
+    SECRET, PASSWORD, PASSWD or CREDENTIAL (any case)."""
+    assert is_secret_path(parts) is secret
+
+
+@pytest.mark.parametrize(
+    ("text", "holds"),
+    [
+        (GOOD_TOKEN, True),
+        (f"https://x.example/?t={GOOD_TOKEN}", True),
+        (f"Bearer {GOOD_TOKEN}", True),
+        ("api_org_AbCdEfGhIjKlMnOpQrSt", True),
+        ("hf_short", False),
+        ("huggingface/Qwen/Qwen3-8B", False),
+        ("chf_AbCdEfGhIjKlMnOpQrSt", False),
+        ("${HF_TOKEN}", False),
+        ("", False),
+    ],
+)
+def test_holds_token(text: str, holds: bool) -> None:
+    """A Hugging Face token (hf_ or api_org_ and 16+ letters or digits) anywhere in a string."""
+    assert holds_token(text) is holds
+
+
+@pytest.mark.parametrize(
+    ("value", "parts", "masked"),
+    [
+        (GOOD_TOKEN, ("models", "providers", "huggingface", "apiKey"), "hf_G…fXYZ"),
+        ("${HF_TOKEN}", ("models", "providers", "huggingface", "apiKey"), "${HF_TOKEN}"),
+        ("${A}${B}", ("gateway", "auth", "token"), "${A}${B}"),
+        ("x${A}", ("gateway", "auth", "token"), "………"),
+        ("", ("gateway", "auth", "token"), ""),
+        (None, ("gateway", "auth", "token"), None),
+        ({"token": GW_SECRET}, ("gateway", "auth"), {"token": "gw-S…cdef"}),
+        (
+            {"vars": {"OPENAI_API_KEY": API_SECRET, "EXTRA": "x", "NOTE": f"use {GOOD_TOKEN}"}},
+            ("env",),
+            {"vars": {"OPENAI_API_KEY": "sk-A…cdef", "EXTRA": "x", "NOTE": "use hf_G…fXYZ"}},
+        ),
+        ([f"a {GOOD_TOKEN} b", 3, True], ("x",), ["a hf_G…fXYZ b", 3, True]),
+        ({"port": 1, "bind": "loopback"}, ("gateway",), {"port": 1, "bind": "loopback"}),
+    ],
+)
+def test_mask_secrets(value: Any, parts: tuple[Any, ...], masked: Any) -> None:
+    """A whole value at a secret path is masked (a ${VAR} reference is shown as written);
+    elsewhere only the token inside a string; everything else is kept."""
+    assert mask_secrets(value, parts) == masked
+
+
+@pytest.mark.parametrize(
+    ("parts", "value", "where"),
+    [
+        (("models", "providers", "huggingface", "apiKey"), GOOD_TOKEN, "apiKey"),
+        (("models", "providers", "huggingface"), {"apiKey": GOOD_TOKEN}, "apiKey"),
+        (("models",), {"providers": {"huggingface": {"apiKey": "x"}}}, "apiKey"),
+        (("gateway",), {"auth": {"token": GW_SECRET}}, "gateway.auth.token"),
+        (("env",), {"vars": {"MY_KEY": "v"}}, "env.vars.MY_KEY"),
+        (("env", "vars"), {"OK": "1", "HF_TOKEN": GOOD_TOKEN}, "env.vars.HF_TOKEN"),
+        (("agents", "defaults", "models"), {"a/b": {"alias": GOOD_TOKEN}}, '["a/b"].alias'),
+        (("gateway", "port"), 8080, None),
+        (("gateway",), {"auth": {"token": "${CODERCLAW_GATEWAY_TOKEN}"}}, None),
+        (("env", "vars"), {"EXTRA": "x", "API_KEY": "${API_KEY}"}, None),
+        (("models", "providers", "huggingface", "apiKey"), None, None),
+    ],
+)
+def test_find_secret(parts: tuple[Any, ...], value: Any, where: str | None) -> None:
+    """The first literal secret anywhere in a value or subtree, by its full path."""
+    found = find_secret(value, parts)
+    if where is None:
+        assert found is None
+    else:
+        assert found is not None and format_path(found).endswith(where)
+
+
+@pytest.fixture
+def secret_config(state_dir: Path) -> Path:
+    """A config holding a literal secret of every kind (as a careless user might write)."""
+    path = state_dir / "coderclaw.json"
+    data = {
+        "agents": {"defaults": {"models": {"huggingface/a/b": {"alias": f"x {OTHER_HF}"}}}},
+        "models": {"providers": {"huggingface": {"apiKey": GOOD_TOKEN, "baseUrl": "https://r"}}},
+        "gateway": {"port": 18790, "auth": {"token": GW_SECRET}},
+        "env": {"vars": {"OPENAI_API_KEY": API_SECRET, "DB_PASSWORD": PASSWORD, "EXTRA": "x"}},
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _ancestors(*leaf: str) -> list[str]:
+    return [format_path(tuple(leaf[:n])) for n in range(1, len(leaf) + 1)]
+
+
+ANCESTORS = sorted(
+    {
+        *_ancestors("models", "providers", "huggingface", "apiKey"),
+        *_ancestors("gateway", "auth", "token"),
+        *_ancestors("env", "vars", "OPENAI_API_KEY"),
+        *_ancestors("env", "vars", "DB_PASSWORD"),
+        *_ancestors("agents", "defaults", "models", "huggingface/a/b", "alias"),
+        "",
+    }
+)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["plain", "json"])
+@pytest.mark.parametrize("path", ANCESTORS, ids=lambda p: p or "(whole file)")
+def test_get_of_every_ancestor_of_a_secret_never_prints_it(
+    secret_config: Path, path: str, as_json: bool
+) -> None:
+    """`config get` of the whole file, of each ancestor and of each secret itself, plain and
+    --json: every secret is masked; the other values are shown as written."""
+    args = ["get", *(["--json"] if as_json else []), *([path] if path else [])]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    for secret in (*SECRET_TEXTS, PASSWORD):
+        assert secret not in result.output, f"{secret} printed by config {' '.join(args)}"
+    if path in ("", "models.providers.huggingface"):
+        assert "https://r" in result.stdout
+    if path in ("", "env", "env.vars"):
+        assert '"EXTRA": "x"' in result.stdout and "sk-A…cdef" in result.stdout
+
+
+SECRET_SETS: list[tuple[str, str]] = [
+    ("models.providers.huggingface.apiKey", GOOD_TOKEN),
+    ("models.providers.huggingface", json.dumps({"apiKey": GOOD_TOKEN})),
+    ("models", f"{{providers: {{huggingface: {{apiKey: '{GOOD_TOKEN}'}}}}}}"),
+    ("gateway.auth", json.dumps({"token": GW_SECRET})),
+    ("gateway", json.dumps({"port": 1234, "auth": {"token": GW_SECRET}})),
+    ("env.vars", json.dumps({"EXTRA": "y", "OPENAI_API_KEY": API_SECRET})),
+    ("env.vars.OPENAI_API_KEY", API_SECRET),
+    ('agents.defaults.models["huggingface/a/b"].alias', f"see {GOOD_TOKEN}"),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), SECRET_SETS, ids=[p for p, _ in SECRET_SETS])
+def test_set_of_a_literal_secret_anywhere_is_refused_byte_for_byte(
+    config: Path, path: str, value: str
+) -> None:
+    """`config set` of a secret, or of any subtree holding one: exit 78, the message names the
+    secret's path and says to use ${VAR} and the .env file, the file is byte-for-byte unchanged
+    and the secret is not echoed."""
+    before = config.read_bytes()
+    result = invoke("set", path, value)
+    assert result.exit_code == 78, result.output
+    assert "a secret is not written into the config file" in result.stderr
+    assert "${" in result.stderr and ".env" in result.stderr
+    assert config.read_bytes() == before
+    for secret in SECRET_TEXTS:
+        assert secret not in result.output
+
+
+def test_set_of_a_subtree_with_references_only_is_allowed(config: Path) -> None:
+    """A subtree whose secrets are ${VAR} references is written."""
+    value = json.dumps({"token": "${CODERCLAW_GATEWAY_TOKEN}"})
+    result = invoke("set", "gateway.auth", value)
+    assert result.exit_code == 0, result.output
+    assert read_json(config)["gateway"]["auth"] == {"token": "${CODERCLAW_GATEWAY_TOKEN}"}

@@ -98,6 +98,7 @@ def _setup(state_dir: Path, router: FakeRouter, port: int, token: str | None) ->
     )
     if token is not None:
         (state_dir / ".env").write_text(f"HF_TOKEN={token}\n")
+        (state_dir / ".env").chmod(0o600)  # as onboarding writes it
 
 
 def _fresh_cache(state_dir: Path) -> None:
@@ -129,7 +130,8 @@ async def test_everything_ok(router: FakeRouter, state_dir: Path, isolated_home:
     run = await run_cli("doctor", env=child_env(isolated_home))
     assert run.code == 0, run.text
     lines = _lines(run.out)
-    assert list(lines) == ["config", "token", "router", "catalog", "port", "service"]
+    assert list(lines) == ["files", "config", "token", "router", "catalog", "port", "service"]
+    assert lines["files"].startswith("[ok  ] files")
     assert lines["config"].startswith("[ok  ] config")
     assert lines["token"] == (
         "[ok  ] token    hf_G…fXYZ from HF_TOKEN, accepted by Hugging Face (user coderclaw-tester)"

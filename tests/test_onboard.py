@@ -3,6 +3,8 @@ the non-interactive command run as a real child process against the fake router 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from gateway.refs import parse_ref
 from gateway.store import plan_config_update
 from tests.cli_helpers import (
     BAD_TOKEN,
+    CODERCLAW,
     GOOD_TOKEN,
     ONBOARD_WITH_KEY,
     OTHER_TOKEN,
@@ -571,3 +574,159 @@ async def test_interactive_mode_without_a_terminal_says_how_to_script_it(
     assert run.code == 2
     assert "--non-interactive" in run.err
     assert not (state_dir / "coderclaw.json").exists()
+
+
+# --------------------------------------------------------------- the token off the argv
+
+
+def _family_cmdlines(pid: int) -> list[bytes]:
+    """The command lines of ``pid`` and of every process below it, as ``ps`` shows them to any
+    local user."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    lines: list[bytes] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            lines.append(Path(f"/proc/{current}/cmdline").read_bytes())
+        todo += children.get(current, [])
+    return lines
+
+
+async def _onboard_watching_argv(
+    router: FakeRouter, args: list[str], env: dict[str, str], stdin: bytes | None
+) -> tuple[int, list[bytes], str]:
+    """Run ``coderclaw ARGS`` (stdin piped when given) with the Hub's whoami held for a second,
+    read the command lines of the process and its children while it waits on the Hub;
+    returns the exit status, those command lines and the output."""
+    router.whoami_delay = 1.0
+    proc = await asyncio.create_subprocess_exec(
+        CODERCLAW,
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            await proc.stdin.drain()
+            proc.stdin.close()
+        async with asyncio.timeout(20):
+            while not any(r.path == "/api/whoami-v2" for r in router.requests):
+                assert proc.returncode is None, "onboarding ended before asking the Hub"
+                await asyncio.sleep(0.02)
+        assert proc.returncode is None, "the command must still be running on the Hub"
+        cmdlines = _family_cmdlines(proc.pid)
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, cmdlines, out.decode()
+
+
+ONBOARD_BASE = ["onboard", "--non-interactive", "--mode", "local", "--auth-choice",
+                "huggingface-api-key"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("how", "extra", "stdin"),
+    [
+        ("env", {"HF_TOKEN": GOOD_TOKEN}, None),
+        ("stdin", {}, f"{GOOD_TOKEN}\n".encode()),
+        ("stdin-pasted-assignment", {}, f'export HF_TOKEN="{GOOD_TOKEN}"\n'.encode()),
+    ],
+    ids=["env", "stdin", "stdin-pasted-assignment"],
+)
+async def test_onboarding_from_env_or_stdin_saves_the_token_and_keeps_it_off_argv(
+    router: FakeRouter,
+    state_dir: Path,
+    isolated_home: Path,
+    how: str,
+    extra: dict[str, str],
+    stdin: bytes | None,
+) -> None:
+    """`HF_TOKEN=… coderclaw onboard --non-interactive …` (no flag) and
+    `--huggingface-api-key -` (the token on standard input) save the token in the 0600 .env;
+    while the command waits on the Hub, no command line of it or its children holds the token,
+    and the token is never printed."""
+    _config(state_dir, router)
+    args = [*ONBOARD_BASE, *(["--huggingface-api-key", "-"] if stdin is not None else [])]
+    code, cmdlines, out = await _onboard_watching_argv(
+        router, args, child_env(isolated_home, **extra), stdin
+    )
+    assert code == 0, out
+    assert cmdlines, "the running command's /proc/<pid>/cmdline was read"
+    assert any(b"onboard" in line for line in cmdlines)
+    for line in cmdlines:
+        assert GOOD_TOKEN.encode() not in line, f"{how}: the token is on a command line"
+    env_file = state_dir / ".env"
+    assert env_file.read_text() == f"HF_TOKEN={GOOD_TOKEN}\n"
+    assert mode(env_file) == 0o600
+    (whoami,) = [r for r in router.requests if r.path == "/api/whoami-v2"]
+    assert whoami.token == GOOD_TOKEN
+    assert_secret_absent(GOOD_TOKEN, out)
+
+
+async def test_the_argv_form_shows_the_token_in_ps_which_is_why_it_comes_last(
+    router: FakeRouter, state_dir: Path, isolated_home: Path
+) -> None:
+    """The provider page's argv form still works; its token is on the command line for the
+    whole Hub round trip (what every local user's `ps` shows) — the reason the README and
+    --help show the environment and stdin forms first."""
+    _config(state_dir, router)
+    args = [*ONBOARD_BASE, "--huggingface-api-key", GOOD_TOKEN]
+    code, cmdlines, out = await _onboard_watching_argv(
+        router, args, child_env(isolated_home), None
+    )
+    assert code == 0, out
+    assert any(GOOD_TOKEN.encode() in line for line in cmdlines)
+    assert (state_dir / ".env").read_text() == f"HF_TOKEN={GOOD_TOKEN}\n"
+
+
+async def test_an_empty_stdin_is_a_clear_error_that_writes_nothing(
+    router: FakeRouter, state_dir: Path, isolated_home: Path
+) -> None:
+    """`--huggingface-api-key -` with nothing on standard input: exit 2, says what to do, no
+    .env, no request to the Hub."""
+    config = _config(state_dir, router)
+    before = config.read_bytes()
+    run = await run_cli(*ONBOARD_BASE, "--huggingface-api-key", "-", env=child_env(isolated_home))
+    assert run.code == 2, run.text
+    assert "no token on standard input" in run.err and "HF_TOKEN" in run.err
+    assert config.read_bytes() == before
+    assert not (state_dir / ".env").exists()
+    assert router.requests == []
+
+
+async def test_help_shows_the_env_and_stdin_forms_before_the_argv_form() -> None:
+    """`coderclaw onboard --help` lists HF_TOKEN=… (no flag), then `--huggingface-api-key -`,
+    then the argv form."""
+    run = await run_cli("onboard", "--help", env=child_env(Path("/nonexistent")))
+    assert run.code == 0, run.text
+    text = run.out
+    env_form = text.index("HF_TOKEN=… coderclaw onboard --non-interactive")
+    stdin_form = text.index("--huggingface-api-key - <")
+    argv_form = text.index('--huggingface-api-key "$HF_TOKEN"')
+    assert env_form < stdin_form < argv_form
+
+
+def test_the_readme_shows_the_env_and_stdin_forms_before_the_argv_form() -> None:
+    """The README's quick start: the environment form, then stdin, then the page's argv form."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    env_form = readme.index("HF_TOKEN=… coderclaw onboard --non-interactive")
+    stdin_form = readme.index("--huggingface-api-key - <")
+    argv_form = readme.index('--huggingface-api-key "$HF_TOKEN"')
+    assert env_form < stdin_form < argv_form

@@ -11,18 +11,16 @@ from gateway.cli.common import echo_json, settings_or_exit
 from gateway.cli.editing import edit_config, read_config_data
 from gateway.config import Config
 from gateway.config_edit import (
-    SECRET_PATHS,
-    Key,
     check_not_secret,
     format_path,
     get_value,
+    mask_secrets,
     parse_path,
     parse_value,
     set_value,
     unset_value,
 )
 from gateway.errors import GatewayError
-from gateway.secret import mask
 from gateway.settings import current_paths
 
 
@@ -77,25 +75,25 @@ def _show(value: Any, as_json: bool) -> str:
     )
 
 
-def _masked(parts: tuple[Key, ...], value: Any) -> Any:
-    if tuple(parts) in SECRET_PATHS and isinstance(value, str) and "${" not in value:
-        return mask(value)
-    return value
-
-
 def _defaults() -> dict[str, Any]:
     return Config().model_dump(by_alias=True, mode="json")
 
 
 @config.command("get")
-@click.argument("path", metavar="PATH")
+@click.argument("path", metavar="[PATH]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the value as JSON, strings too.")
-def config_get(path: str, as_json: bool) -> None:
-    """Print the value at PATH as written in the file (``${VAR}`` not substituted).
+def config_get(path: str | None, as_json: bool) -> None:
+    """Print the value at PATH (the whole file without one) as written (``${VAR}`` not
+    substituted).
 
-    A key the file does not set prints its default, with a note on stderr. Secrets are masked.
+    A key the file does not set prints its default, with a note on stderr. Secrets are masked
+    in any subtree (apiKey, gateway.auth.token, env.vars whose name holds TOKEN, KEY, SECRET
+    or PASSWORD, and anything shaped like a Hugging Face token), with --json too.
     Example: coderclaw config get gateway.port
     """
+    if path is None:
+        click.echo(_show(mask_secrets(read_config_data()), as_json))
+        return
     parts = parse_path(path)
     found, value = get_value(read_config_data(), parts)
     if not found:
@@ -106,7 +104,7 @@ def config_get(path: str, as_json: bool) -> None:
                 hint="check the spelling; keys are camelCase as in the file (e.g. gateway.port)",
             )
         click.echo(f"note: {format_path(parts)} is not in the file; this is the default", err=True)
-    click.echo(_show(_masked(parts, value), as_json))
+    click.echo(_show(mask_secrets(value, parts), as_json))
 
 
 @config.command("set")
@@ -116,7 +114,8 @@ def config_set(path: str, value: str) -> None:
     """Set PATH to VALUE, validated first (an unknown key or a wrong type changes nothing).
 
     VALUE is read as JSON5 when it parses (8080, true, null, ["a", "b"], {alias: "x"}), else as
-    a plain string. Secrets are refused: tokens belong in $STATE/.env (use "${HF_TOKEN}").
+    a plain string. A literal secret anywhere in VALUE is refused and nothing is written:
+    tokens belong in $STATE/.env, and the config refers to them as "${HF_TOKEN}".
     The file is rewritten as plain JSON: every key and value is kept, JSON5 comments are not.
 
     \b

@@ -8,6 +8,7 @@ import click
 
 from gateway.cli.common import echo_json
 from gateway.doctor import (
+    check_files,
     config_failure,
     exit_code,
     format_check,
@@ -15,7 +16,7 @@ from gateway.doctor import (
     skipped_after_config,
 )
 from gateway.errors import ConfigError
-from gateway.settings import load_settings
+from gateway.settings import current_paths, load_settings
 
 
 @click.command("doctor")
@@ -25,9 +26,10 @@ def doctor(as_json: bool) -> None:
     and the service; say how to fix each problem. Exit 0 when nothing failed, 1 otherwise.
     """
     try:
-        settings = load_settings()
+        # The file checks are reported one by one below, not as the load's first error.
+        settings = load_settings(check_files=False)
     except ConfigError as exc:
-        checks = [config_failure(exc), *skipped_after_config()]
+        checks = [*check_files(current_paths()), config_failure(exc), *skipped_after_config()]
     else:
         checks = run_checks(settings)
     if as_json:

@@ -9,18 +9,37 @@ from typing import Any
 import click
 
 from gateway.cli.common import echo_json
-from gateway.errors import ServiceError
+from gateway.errors import ServiceError, TokenError
 from gateway.onboard import (
     InteractiveOptions,
     ModelChoice,
     OnboardResult,
+    clean_pasted_token,
     run_interactive,
     run_non_interactive,
     summary_lines,
+    token_problem,
 )
 from gateway.settings import Settings, current_environ, load_settings
 
 AUTH_CHOICES = ("huggingface-api-key",)
+STDIN = "-"
+MAX_STDIN_TOKEN = 64 * 1024
+
+
+def read_token_from_stdin() -> str:
+    """The token for ``--huggingface-api-key -``: asked hidden on a terminal, else read from
+    the pipe or file (up to 64 KiB; the pasted-token cleaning applies later)."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Hugging Face token", hide_input=True, err=True))
+    text = sys.stdin.read(MAX_STDIN_TOKEN)
+    if not text.strip():
+        raise TokenError(
+            "--huggingface-api-key - found no token on standard input",
+            hint="pipe the token in, e.g. coderclaw onboard --non-interactive "
+            "--huggingface-api-key - < token.txt, or set HF_TOKEN instead",
+        )
+    return text
 
 
 class QuestionaryPrompter:
@@ -95,8 +114,10 @@ def _print(result: OnboardResult, as_json: bool) -> None:
 @click.option(
     "--huggingface-api-key",
     "api_key",
-    metavar="TOKEN",
-    help='The Hugging Face token (e.g. "$HF_TOKEN"); else HF_TOKEN and friends, or a prompt.',
+    metavar="TOKEN|-",
+    help="The Hugging Face token; '-' reads it from standard input. Without the flag: "
+    "HF_TOKEN and friends, or a prompt. A token on the command line is visible to every "
+    "local user (ps) while onboarding runs: prefer the environment or '-'.",
 )
 @click.option("--non-interactive", is_flag=True, help="Ask nothing: use the flags and defaults.")
 @click.option(
@@ -125,9 +146,17 @@ def onboard(
     """Set up the Hugging Face token and the default model.
 
     \b
-    Interactive:      coderclaw onboard --auth-choice huggingface-api-key
-    Non-interactive:  coderclaw onboard --non-interactive --mode local \\
-                        --auth-choice huggingface-api-key --huggingface-api-key "$HF_TOKEN"
+    Interactive:
+      coderclaw onboard --auth-choice huggingface-api-key
+    Non-interactive, the token from the environment (not on the command line):
+      HF_TOKEN=… coderclaw onboard --non-interactive --mode local \\
+        --auth-choice huggingface-api-key
+    Non-interactive, the token from standard input:
+      coderclaw onboard --non-interactive --mode local \\
+        --auth-choice huggingface-api-key --huggingface-api-key - < token.txt
+    Non-interactive, the token as an argument (visible in ps while it runs):
+      coderclaw onboard --non-interactive --mode local \\
+        --auth-choice huggingface-api-key --huggingface-api-key "$HF_TOKEN"
 
     The token is checked with Hugging Face and saved as HF_TOKEN in $STATE/.env (mode 0600);
     the model goes to agents.defaults.model.primary (plus an alias). The rest of the config is
@@ -135,11 +164,14 @@ def onboard(
     token writes nothing; a token that cannot be checked (Hub unreachable) is saved with a
     warning.
     """
+    if api_key == STDIN:
+        api_key = read_token_from_stdin()
     environ: dict[str, Any] = dict(current_environ())
     token_env = dict(environ)
-    if api_key and api_key.strip():
+    given = clean_pasted_token(api_key)
+    if given and token_problem(given) is None:
         # A config that says apiKey: "${HF_TOKEN}" must load before the token is saved.
-        token_env.setdefault("HF_TOKEN", api_key.strip())
+        token_env.setdefault("HF_TOKEN", given)
     settings = load_settings(token_env)
 
     def reload() -> Settings:
@@ -152,8 +184,9 @@ def onboard(
     else:
         if not sys.stdin.isatty() or not sys.stdout.isatty():
             raise click.UsageError(
-                "interactive onboarding needs a terminal; add --non-interactive "
-                '--huggingface-api-key "$HF_TOKEN" to run it from a script'
+                "interactive onboarding needs a terminal; to run it from a script, add "
+                "--non-interactive and set HF_TOKEN (or pass --huggingface-api-key - with "
+                "the token on standard input)"
             )
         prompter = QuestionaryPrompter()
         try:
