@@ -139,7 +139,7 @@ async def test_breaker_snapshot_is_replaced_whole_and_read_back_in_order(db: Dat
     assert await load_breaker(db) == [{"ref": "c", "state": "half_open"}, {"ref": "a", "opens": 3}]
 
 
-def _hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
+def hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
     """Another process holding the database's write lock (BEGIN EXCLUSIVE) for ``seconds``."""
     script = textwrap.dedent(
         f"""
@@ -172,7 +172,7 @@ async def test_a_database_locked_by_another_process_for_5s_is_logged_once_and_ca
         ledger.add(r)
     await ledger.drain()
     with capture_logs() as logs:
-        locker = await asyncio.to_thread(_hold_lock, db.path, 5)
+        locker = await asyncio.to_thread(hold_lock, db.path, 5)
         try:
             during = make_rows(40, time.time() - 300)
             for n, r in enumerate(during):
@@ -206,7 +206,7 @@ async def test_rows_past_the_pending_bound_are_dropped_oldest_first_and_counted(
     rows = make_rows(120, time.time() - 600)
     try:
         with capture_logs() as logs:
-            locker = await asyncio.to_thread(_hold_lock, db.path, 2)
+            locker = await asyncio.to_thread(hold_lock, db.path, 2)
             for n in range(0, 120, 10):
                 for r in rows[n : n + 10]:
                     ledger.add(r)  # the 10th row hands the batch over
@@ -318,3 +318,28 @@ def test_config_sections_take_camel_case_keys_defaults_and_refuse_bad_values() -
 def test_usage_row_time_is_iso_utc_with_milliseconds() -> None:
     row = UsageRow(1_796_133_600.25, "r", "chat", None, None, None, "", "failed")
     assert row.time == "2026-12-01T14:00:00.250Z"
+
+
+async def test_close_while_locked_gives_up_within_its_timeout_and_counts_what_it_dropped(
+    tmp_path: Path,
+) -> None:
+    """Shutdown never hangs on a locked database: after ``close_timeout_s`` the rows still
+    waiting are dropped and their count logged."""
+    db = Database(tmp_path / "coderclaw.db", busy_timeout_s=0.2, close_timeout_s=1.0)
+    await db.start()
+    ledger = LedgerWriter(db, tz=UTC)
+    locker = await asyncio.to_thread(hold_lock, db.path, 5)
+    try:
+        with capture_logs() as logs:
+            for r in make_rows(7, time.time()):
+                ledger.add(r)
+            ledger.flush()
+            started = time.monotonic()
+            await db.stop()
+            took = time.monotonic() - started
+    finally:
+        await asyncio.to_thread(locker.wait, 20)
+    assert took < 3
+    assert [
+        e["dropped"] for e in logs if e["event"] == "database_rows_dropped" and "dropped" in e
+    ] == [7]

@@ -12,7 +12,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from structlog.testing import capture_logs
 
+from gateway.ledger.budget import Budgets
 from gateway.ledger.db import Database, open_migrated
 from gateway.ledger.period import local_date
 from gateway.ledger.usage import (
@@ -289,3 +291,28 @@ async def test_retention_prunes_old_rows_at_start_and_once_a_day(tmp_path: Path)
         assert count() == 4
     finally:
         await db.stop()
+
+
+async def test_budget_check_refuses_when_spent_warns_once_at_80_percent_and_resets_next_day(
+    db: Database,
+) -> None:
+    """A daily budget of $0.01: at 85 % one ``budget_warning`` (not one per request); at
+    $0.01 a refusal naming the next local midnight; the next day requests flow again."""
+    now = datetime(2026, 12, 1, 14, tzinfo=UTC).timestamp()
+    ledger = LedgerWriter(db, tz=BERLIN, clock=lambda: now)
+    budgets = Budgets(daily_usd=0.01)
+    with capture_logs() as logs:
+        assert ledger.check_budget(budgets, now) is None
+        ledger.add(UsageRow(now, "a", "chat", "m", "m", "p", "m=200", "ok", cost_usd=0.0085))
+        assert ledger.check_budget(budgets, now + 1) is None
+        assert ledger.check_budget(budgets, now + 2) is None
+        ledger.add(UsageRow(now + 3, "b", "chat", "m", "m", "p", "m=200", "ok", cost_usd=0.0015))
+        refusal = ledger.check_budget(budgets, now + 4)
+    assert refusal is not None and refusal.period == "daily"
+    assert refusal.resets_at == datetime(2026, 12, 2, tzinfo=BERLIN)
+    assert [e["event"] for e in logs] == ["budget_warning"]
+    assert logs[0]["period"] == "daily" and logs[0]["limit_usd"] == 0.01
+    tomorrow = datetime(2026, 12, 2, 0, 0, 1, tzinfo=BERLIN).timestamp()
+    assert ledger.check_budget(budgets, tomorrow) is None
+    assert ledger.check_budget(Budgets(), now) is None
+    await ledger.drain()

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, tzinfo
 from functools import partial
 from typing import Literal, TextIO
 
+from gateway.ledger.budget import Budgets, Refusal, WarnedState, check, warnings
 from gateway.ledger.db import Database, Job
 from gateway.ledger.period import (
     day_start,
@@ -29,6 +30,9 @@ from gateway.ledger.period import (
     next_day_start,
     next_month_start,
 )
+from gateway.observe import get_logger
+
+log = get_logger("gateway.ledger")
 
 GroupBy = Literal["model", "provider", "day"]
 NONE_KEY = "-"  # the group of rows with no served model / provider (failed requests)
@@ -273,6 +277,7 @@ class LedgerWriter:
         self._rows: list[UsageRow] = []
         self._timer: asyncio.TimerHandle | None = None
         self.spend = SpendCounter(tz, clock())
+        self._warned: WarnedState = frozenset()
         db.add_maintenance(self._prune)
 
     async def load_spend(self, now: float) -> None:
@@ -297,6 +302,26 @@ class LedgerWriter:
     def spent(self, now: float) -> tuple[float, float]:
         """(today's, this month's) spend in USD, from memory."""
         return self.spend.spent(now)
+
+    def check_budget(self, budgets: Budgets, now: float) -> Refusal | None:
+        """The admission check: a ``Refusal`` when a budget is spent, else None; no I/O.
+
+        Logs ``budget_warning`` once per day / month when the spend reaches 80 % of a budget.
+        The budgets' zone is this writer's ``tz``.
+        """
+        if not budgets.any:
+            return None
+        today, month = self.spend.spent(now)
+        found, self._warned = warnings(today, month, budgets, now, self.spend.tz, self._warned)
+        for w in found:
+            log.warning(
+                "budget_warning",
+                period=w.period,
+                limit_usd=w.limit_usd,
+                spent_usd=round(w.spent_usd, 6),
+                period_key=w.period_key,
+            )
+        return check(today, month, budgets, now, self.spend.tz)
 
     def flush(self) -> None:
         """Hand the rows added so far to the writer thread now."""
