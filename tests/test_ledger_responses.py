@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.ledger.db import Database
 from gateway.ledger.responses import MAX_CHAIN, ResponseStore
@@ -218,3 +219,19 @@ async def test_expired_responses_are_pruned_daily(tmp_path: Path, clock: Clock) 
             assert conn.execute("SELECT COUNT(*) FROM response_items").fetchone()[0] == 0
     finally:
         await db.stop()
+
+
+async def test_a_response_that_cannot_be_serialised_is_dropped_alone_and_logged(
+    store: ResponseStore, db: Database, clock: Clock
+) -> None:
+    """One bad job (a value JSON cannot hold) neither stops the writer nor takes the other
+    jobs of its transaction with it."""
+    with capture_logs() as logs:
+        turn(store, 1, None, clock.now)
+        store.store("resp_bad", clock.now, [], [], {"id": "x", "oops": object()}, None)
+        turn(store, 2, None, clock.now)
+        assert await db.drain()
+    assert [e["event"] for e in logs] == ["database_job_failed"]
+    assert await store.get("resp_bad") is None
+    assert await store.get("resp_1") is not None and await store.get("resp_2") is not None
+    assert stored_rows(db) == 2

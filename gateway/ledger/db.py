@@ -408,7 +408,10 @@ class Database:
         try:
             conn = connect(self.path, busy_timeout_s=self._busy_timeout_s)
         except DatabaseError as exc:
-            self._fatal = exc
+            if first:
+                self._fatal = exc
+            else:
+                self._write_failed(exc)
             return None
         except (sqlite3.Error, OSError) as exc:
             self._write_failed(exc)
@@ -434,8 +437,8 @@ class Database:
             return True
         try:
             self._transaction(conn, list(pending))
-        except sqlite3.Error as exc:
-            if is_retryable(exc):
+        except Exception as exc:  # a job's own error (bad JSON) must not end the thread
+            if isinstance(exc, sqlite3.Error) and is_retryable(exc):
                 self._write_failed(exc)
                 return False
             self._one_by_one(conn, pending)
@@ -461,8 +464,8 @@ class Database:
         for job in pending:
             try:
                 self._transaction(conn, [job])
-            except sqlite3.Error as exc:
-                if is_retryable(exc):
+            except Exception as exc:
+                if isinstance(exc, sqlite3.Error) and is_retryable(exc):
                     kept.append(job)
                     continue
                 log.error("database_job_failed", kind=job.kind, rows=job.rows, error=str(exc))
@@ -487,8 +490,8 @@ class Database:
         tasks = tuple(self._maintenance)
         try:
             self._transaction(conn, [Job(lambda c: [t(c, now) for t in tasks])])
-        except sqlite3.Error as exc:
-            if is_retryable(exc):
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error) and is_retryable(exc):
                 self._write_failed(exc)
                 return False
             log.error("database_maintenance_failed", error=str(exc))
@@ -501,22 +504,23 @@ class Database:
         while pending and rows > self._max_pending_rows:
             job = pending.popleft()
             rows -= job.rows
+            if self._dropped == 0 and job.rows:  # the first of this streak
+                log.error(
+                    "database_rows_dropped",
+                    path=str(self.path),
+                    reason="too many rows waiting for the database; the oldest go",
+                    limit=self._max_pending_rows,
+                )
+            self._dropped += job.rows
             self._drop_one(job)
 
     def _drop(self, pending: deque[Job], count: int) -> None:
         for _ in range(count):
-            self._drop_one(pending.popleft())
+            job = pending.popleft()
+            self._dropped += job.rows
+            self._drop_one(job)
 
     def _drop_one(self, job: Job) -> None:
-        first = self._dropped == 0
-        self._dropped += job.rows
-        if first and job.rows:
-            log.error(
-                "database_rows_dropped",
-                path=str(self.path),
-                reason="too many rows waiting for the database",
-                limit=self._max_pending_rows,
-            )
         if job.on_drop is not None:
             job.on_drop()
 
