@@ -22,10 +22,11 @@ from structlog.testing import capture_logs
 
 from gateway.ledger.breaker import load_breaker, save_breaker
 from gateway.ledger.config import BudgetConfig, ResponsesConfig, UsageConfig
-from gateway.ledger.db import (
+from gateway.ledger.db import Database
+from gateway.ledger.responses import ResponseStore
+from gateway.ledger.schema import (
     LATEST_VERSION,
     MIGRATIONS,
-    Database,
     DatabaseError,
     connect,
     db_path,
@@ -33,7 +34,6 @@ from gateway.ledger.db import (
     open_migrated,
     schema_version,
 )
-from gateway.ledger.responses import ResponseStore
 from gateway.ledger.usage import LedgerWriter, UsageRow, insert_rows, recent
 from gateway.settings import Paths
 from tests.test_ledger_usage import make_rows

@@ -15,8 +15,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.ledger.budget import Budgets
-from gateway.ledger.db import Database, open_migrated
+from gateway.ledger.db import Database
 from gateway.ledger.period import local_date
+from gateway.ledger.schema import open_migrated
 from gateway.ledger.usage import (
     CSV_COLUMNS,
     LedgerWriter,

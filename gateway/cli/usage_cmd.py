@@ -13,8 +13,8 @@ from typing import TypeVar
 import click
 
 from gateway.cli.common import echo_json, format_table
-from gateway.ledger.db import DatabaseUnavailable, db_path, open_migrated
 from gateway.ledger.period import local_zone, parse_since
+from gateway.ledger.schema import DatabaseUnavailable, db_path, open_migrated
 from gateway.ledger.usage import CSV_COLUMNS, GroupBy, Total, export_csv, total_of, totals
 from gateway.settings import current_environ, current_paths
 

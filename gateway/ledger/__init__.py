@@ -1,6 +1,7 @@
 """The state dir's database and what lives in it.
 
-    db         the SQLite file (0600, WAL), schema migrations, the writer and reader threads
+    schema     the SQLite file (0600, WAL), its versioned schema migrations
+    db         the writer thread (batched, retried) and the reader thread
     usage      ledger rows: ``LedgerWriter.add``, totals, CSV export, spend, recent rows
     responses  the Responses API store (``store`` / ``previous_response_id`` / input items)
     breaker    the breaker snapshot table

@@ -197,7 +197,9 @@ class ResponseStore:
         self._clock = clock
         self._max_chain = max_chain
         self._pending: dict[str, StoredResponse] = {}  # submitted, not yet committed
-        self._deleted: set[str] = set()  # delete submitted, not yet committed
+        # Deleted ids → when. Kept for the retention period, not just until the delete commits:
+        # a read that began before the commit may still see the row.
+        self._deleted: dict[str, float] = {}
         db.add_maintenance(self._prune)
 
     def _since(self) -> float:
@@ -226,7 +228,7 @@ class ResponseStore:
             tuple(output_items),
         )
         self._pending[response_id] = stored
-        self._deleted.discard(response_id)
+        self._deleted.pop(response_id, None)
 
         def settled() -> None:
             if self._pending.get(response_id) is stored:
@@ -297,14 +299,12 @@ class ResponseStore:
         if not existed:
             return False
         self._pending.pop(response_id, None)
-        self._deleted.add(response_id)
+        since = self._since()
+        for old in [rid for rid, at in self._deleted.items() if at < since]:
+            del self._deleted[old]  # expired by now anyway
+        self._deleted[response_id] = self._clock()
         self._db.submit(
-            Job(
-                partial(delete_response, response_id=response_id),
-                kind="response_delete",
-                on_commit=partial(self._deleted.discard, response_id),
-                on_drop=partial(self._deleted.discard, response_id),
-            )
+            Job(partial(delete_response, response_id=response_id), kind="response_delete")
         )
         return True
 
