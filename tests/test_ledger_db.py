@@ -343,3 +343,29 @@ async def test_close_while_locked_gives_up_within_its_timeout_and_counts_what_it
     assert [
         e["dropped"] for e in logs if e["event"] == "database_rows_dropped" and "dropped" in e
     ] == [7]
+
+
+async def test_a_database_locked_before_the_first_migration_is_opened_when_the_lock_clears(
+    tmp_path: Path,
+) -> None:
+    """Opening does not wait for another process's lock: ``start`` returns, rows queue up,
+    and the schema and rows are written once the lock is gone."""
+    path = tmp_path / "coderclaw.db"
+    locker = await asyncio.to_thread(hold_lock, path, 3)
+    db = Database(path, busy_timeout_s=0.3, retry_max_s=0.5)
+    try:
+        with capture_logs() as logs:
+            started = time.monotonic()
+            await db.start()
+            assert time.monotonic() - started < 2
+            ledger = LedgerWriter(db, tz=UTC)
+            rows = make_rows(12, time.time())
+            for r in rows:
+                ledger.add(r)
+            assert locker.poll() is None
+            await asyncio.to_thread(locker.wait, 20)
+            assert await ledger.drain(within_s=10)
+        assert await db.read(lambda c: recent(c, 50)) == rows[::-1]
+        assert [e["event"] for e in logs].count("database_write_failed") == 1
+    finally:
+        await db.stop()
