@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.app_state import COOLDOWNS, SETTINGS, TRAFFIC, UPSTREAM
+from gateway.engine import Clock
 from gateway.routing import Cooldowns
 from gateway.server import make_app
 from gateway.settings import Settings, load_settings
@@ -105,14 +106,15 @@ def write_config(home: Path, router: FakeRouter, **gateway: Any) -> Path:
 @asynccontextmanager
 async def run_gateway(
     home: Path, router: FakeRouter, *, token: str | None = TOKEN, env: dict[str, str] | None = None,
-    **gateway: Any,
+    clock: Clock | None = None, **gateway: Any,
 ) -> AsyncIterator[tuple[str, GatewayView]]:
-    """Yield (base URL ending in /v1, the app state) of a gateway serving on 127.0.0.1:0."""
+    """Yield (base URL ending in /v1, the app state) of a gateway serving on 127.0.0.1:0;
+    ``clock`` replaces the real one (cooldowns, the log line's times)."""
     write_config(home, router, **gateway)
     environ = {"HOME": str(home), **(env or {})}
     if token:
         environ["HF_TOKEN"] = token
     settings: Settings = load_settings(environ)
-    app = make_app(settings)
+    app = make_app(settings, clock=clock)
     async with serve_app(app, handler_cancellation=True, shutdown_timeout=1) as port:
         yield f"http://127.0.0.1:{port}/v1", GatewayView(app)

@@ -6,6 +6,7 @@ fallback). Every server here is a real aiohttp app on 127.0.0.1 port 0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import time
@@ -28,6 +29,7 @@ from gateway.errors import (
     UpstreamUnreachable,
 )
 from gateway.hub import TokenStatus, check_token
+from gateway.refs import parse_ref
 from gateway.secret import Secret
 from gateway.settings import load_settings
 from gateway.upstream import (
@@ -473,3 +475,66 @@ def _settings(home: Path, base_url: str, *, hub_url: str | None = None) -> Any:
     Target.base_url = base_url  # type: ignore[attr-defined]
     write_config(home, Target)  # type: ignore[arg-type]
     return load_settings({"HOME": str(home), "HF_TOKEN": TOKEN})
+
+
+async def test_a_client_leaving_during_a_long_upstream_read_closes_it(isolated_home: Path) -> None:
+    """The primary sends one endless SSE line (below the cap, 1 KiB every 10 ms); the client
+    goes away after 0.3 s: the upstream request is closed within a second."""
+    closed = asyncio.Event()
+
+    async def endless_line(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        await out.write(b"data: ")
+        try:
+            while True:
+                await out.write(b"x" * 1024)
+                await asyncio.sleep(0.01)
+        except (asyncio.CancelledError, ConnectionError):
+            closed.set()
+            raise
+
+    async with gateway_over(isolated_home, endless_line) as (base, _, session):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.3):
+                async with session.post(
+                    f"{base}/chat/completions", json={**CHAT, "stream": True}
+                ) as r:
+                    await r.read()
+        started = time.monotonic()
+        await asyncio.wait_for(closed.wait(), 1.0)
+        assert time.monotonic() - started < 1.0
+
+
+class StepClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+
+async def test_the_injected_clock_runs_the_cooldowns(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """With a clock passed to the app, a cooled primary comes back when that clock passes the
+    cooldown (60 s max), with no sleeping and no back-dating."""
+    clock = StepClock()
+    router.script(A, Reply(status=503, retry_after="0"), Reply(status=503, retry_after="0"))
+    async with (
+        run_gateway(isolated_home, router, clock=clock, timeouts=TIMEOUTS) as (base, state),
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.post(f"{base}/chat/completions", json=CHAT) as r:
+            assert r.headers["x-coderclaw-attempts"] == f"{REF_A}=503,{REF_A}=503,{REF_B}=200"
+        assert state.cooldowns.cooling_until(parse_ref(REF_A), clock.now) == clock.now + 10
+        async with session.post(f"{base}/chat/completions", json=CHAT) as r:
+            assert r.headers["x-coderclaw-attempts"] == f"{REF_B}=200", "A is cooling"
+        clock.now += 61
+        async with session.post(f"{base}/chat/completions", json=CHAT) as r:
+            assert r.headers["x-coderclaw-attempts"] == f"{REF_A}=200", "A is back"
