@@ -187,9 +187,8 @@ class UpstreamReply:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._resp.release()
         with mapped_errors():
-            await self._resp.wait_for_close()
+            await self._resp.__aexit__(exc_type, exc, tb)
 
 
 class SSEEvents:
