@@ -14,13 +14,11 @@ from aiohttp import web
 
 from gateway import wire
 from gateway.app_state import REQUEST_ID, SETTINGS
-from gateway.dialects.handler import run_engine
+from gateway.dialects.handler import chain_for, run_engine
 from gateway.engine import ChainFailure, ChatRequest, ClientGone, StreamError
 from gateway.errors import RefError
 from gateway.refs import ModelRef, is_chain_name, resolve_model
 from gateway.request_body import read_body
-from gateway.routing import request_chain
-from gateway.settings import Settings
 
 SSE_DONE = b"data: [DONE]\n\n"
 
@@ -117,12 +115,6 @@ def _bad_request(request: web.Request, message: str, param: str | None = None) -
     )
 
 
-def _request_chain(settings: Settings, requested: ModelRef | None) -> list[ModelRef]:
-    if requested is None:
-        return list(settings.chain)
-    return request_chain(requested, (settings.chain[0], *settings.fallbacks))
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS].current
     timeouts = settings.config.gateway.timeouts
@@ -189,7 +181,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         settings=settings,
         body=body,
         stream=stream,
-        chain=_request_chain(settings, requested),
+        chain=chain_for(settings, requested),
         requested=name,
     )
     return await run_engine(request, chat, ChatSink(request))

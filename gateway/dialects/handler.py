@@ -1,4 +1,5 @@
-"""What every dialect's handler ends with: the request through the app's chain engine."""
+"""What every dialect's handler shares: the chain of a request, and the run through the app's
+chain engine it ends with."""
 
 from __future__ import annotations
 
@@ -6,6 +7,17 @@ from aiohttp import web
 
 from gateway.app_state import ENGINE, METRICS, TRAFFIC
 from gateway.engine import ChatRequest, Sink
+from gateway.refs import ModelRef
+from gateway.routing import request_chain
+from gateway.settings import Settings
+
+
+def chain_for(settings: Settings, requested: ModelRef | None) -> list[ModelRef]:
+    """The chain of one request: the configured one for a chain name (``requested`` None),
+    else the requested model first, then the configured fallbacks."""
+    if requested is None:
+        return list(settings.chain)
+    return request_chain(requested, (settings.chain[0], *settings.fallbacks))
 
 
 async def run_engine(request: web.Request, chat: ChatRequest, sink: Sink) -> web.StreamResponse:

@@ -241,11 +241,7 @@ class ChainEngine:
     # -- answers when no model served --------------------------------------------------------
 
     def _render(
-        self,
-        request: ChatRequest,
-        record: RequestRecord,
-        sink: Sink,
-        failure: ChainFailure,
+        self, record: RequestRecord, sink: Sink, failure: ChainFailure
     ) -> web.StreamResponse:
         headers = record.headers()
         if failure.retry_after is not None:
@@ -266,7 +262,7 @@ class ChainEngine:
             _redact_opt(redact, failed.code),
             _redact_opt(redact, failed.param),
         )
-        return self._render(request, record, sink, failure)
+        return self._render(record, sink, failure)
 
     def _account_error(
         self, request: ChatRequest, record: RequestRecord, sink: Sink, failed: Failed
@@ -276,7 +272,7 @@ class ChainEngine:
         record.outcome = f"account_{status}"
         text = _redactor(request)(f"{message} (Hugging Face said: {failed.message})")
         failure = ChainFailure(FailureKind.ACCOUNT, status, text, "authentication_error", code)
-        return self._render(request, record, sink, failure)
+        return self._render(record, sink, failure)
 
     def _exhausted(
         self,
@@ -308,7 +304,7 @@ class ChainEngine:
             code,
             retry_after=retry_after,
         )
-        return self._render(request, record, sink, failure)
+        return self._render(record, sink, failure)
 
 
 async def _failed_answer(reply: UpstreamReply) -> Failed:
