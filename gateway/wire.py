@@ -141,8 +141,12 @@ class SSEParser:
                 chunk = chunk[:-1]
                 self._cr = True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._buf
-        buf += chunk
+        buf: bytes | bytearray
+        if self._buf:
+            buf = self._buf
+            buf += chunk
+        else:  # the common case, an event starting with this read: no copy to scan it
+            buf = chunk
         events: list[bytes] = []
         start = 0
         pos = self._scan
@@ -154,10 +158,13 @@ class SSEParser:
             if data is not None:
                 events.append(data)
             start = pos = end + 2
-        if start:
-            del buf[:start]
-        self._scan = max(len(buf) - 1, 0)
-        if self.max_event is not None and len(buf) > self.max_event:
+        if buf is self._buf:
+            if start:
+                del buf[:start]
+        else:
+            self._buf = bytearray(buf[start:])
+        self._scan = max(len(self._buf) - 1, 0)
+        if self.max_event is not None and len(self._buf) > self.max_event:
             raise SSEEventTooLarge(self.max_event)
         return events
 

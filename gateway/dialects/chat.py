@@ -64,7 +64,7 @@ class ChatSink:
         return out
 
     async def chunks(self, chunks: list[dict[str, Any]]) -> None:
-        await self._write(b"".join(b"data: " + wire.dumps(c) + b"\n\n" for c in chunks))
+        await self._write(b"".join([b"data: " + wire.dumps(c) + b"\n\n" for c in chunks]))
 
     async def finish(self) -> None:
         await self._write(SSE_DONE)

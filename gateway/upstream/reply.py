@@ -38,24 +38,35 @@ MAX_WHOAMI_BYTES = 1 * MiB  # the Hub's whoami-v2
 _INFLATE_SLICE = 256 * 1024
 
 
+def map_error(exc: Exception) -> Exception:
+    """The gateway's ``UpstreamError`` for what aiohttp (or the OS below it) raised; any other
+    exception is returned as it is."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, SSEEventTooLarge):
+        return UpstreamTooLarge(
+            f"the router sent an SSE event larger than {_size(exc.limit)}", limit=exc.limit
+        )
+    if isinstance(exc, TimeoutError):  # aiohttp's own (connect or total); asyncio's ends outside
+        return UpstreamTimeout(f"timed out ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamBroken(f"the body broke off: {type(exc).__name__}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        name = type(exc).__name__
+        return UpstreamUnreachable(f"connection failed: {name}", reason=name)
+    return exc
+
+
 @contextmanager
 def mapped_errors() -> Iterator[None]:
-    """Turn what aiohttp (and the OS below it) raises into the gateway's ``UpstreamError``s."""
+    """Raise ``map_error`` of what the block raises (the hot read loops inline the same)."""
     try:
         yield
-    except UpstreamError:
-        raise
-    except SSEEventTooLarge as exc:
-        raise UpstreamTooLarge(
-            f"the router sent an SSE event larger than {_size(exc.limit)}", limit=exc.limit
-        ) from None
-    except TimeoutError as exc:  # aiohttp's own (connect or total); asyncio's ends outside
-        raise UpstreamTimeout(f"timed out ({type(exc).__name__})") from None
-    except aiohttp.ClientPayloadError as exc:
-        raise UpstreamBroken(f"the body broke off: {type(exc).__name__}") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        name = type(exc).__name__
-        raise UpstreamUnreachable(f"connection failed: {name}", reason=name) from None
+    except Exception as exc:
+        mapped = map_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from None
 
 
 def redirect_error(status: int, location: str | None, requested: URL) -> UpstreamRedirect:
@@ -215,7 +226,7 @@ class SSEEvents:
     async def __anext__(self) -> list[bytes]:
         if self._ended:
             raise StopAsyncIteration
-        with mapped_errors():
+        try:  # mapped_errors, inlined: this runs once per network read
             if self._tail:
                 await asyncio.sleep(0)  # a compressed burst must not hold the loop
                 data, self._tail = self._tail, b""
@@ -227,3 +238,8 @@ class SSEEvents:
             if self._inflater is not None:
                 data, self._tail = self._inflater.inflate(data, _INFLATE_SLICE)
             return self._parser.feed(data)
+        except Exception as exc:
+            mapped = map_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
