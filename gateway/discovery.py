@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from gateway.catalog import (
     BUILTIN_MODELS,
     Catalog,
@@ -28,12 +26,22 @@ from gateway.catalog import (
     merge_catalog,
     parse_models_payload,
 )
-from gateway.errors import UpstreamError
+from gateway.errors import (
+    UpstreamBroken,
+    UpstreamError,
+    UpstreamRedirect,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnreachable,
+)
 from gateway.observe import get_logger
 from gateway.secret import Secret
 from gateway.store import atomic_write
+from gateway.upstream import MAX_MODELS_BYTES, fetch
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from gateway.settings import Settings
 
 log = get_logger("gateway.discovery")
@@ -57,24 +65,30 @@ async def fetch_models(
     url = base_url.rstrip("/") + "/models"
     headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
     try:
-        async with session.get(
-            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
-        ) as resp:
-            if resp.status != 200:
+        async with fetch.get(session, url, headers=headers, timeout_s=timeout_s) as reply:
+            if reply.status != 200:
                 raise UpstreamError(
-                    f"the router answered {resp.status} to GET {url}",
-                    status=resp.status,
-                    hint=_status_hint(resp.status, token is not None),
+                    f"the router answered {reply.status} to GET {url}",
+                    status=reply.status,
+                    hint=_status_hint(reply.status, token is not None),
                 )
-            body = await resp.read()
-    except TimeoutError:
+            body = await reply.read(MAX_MODELS_BYTES)
+    except UpstreamTimeout:
         raise UpstreamError(
             f"GET {url} timed out after {timeout_s:g}s",
             hint="raise models.providers.huggingface.discovery.timeoutSeconds or "
             + _REACH_HINT,
         ) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"GET {url} failed: {type(exc).__name__}", hint=_REACH_HINT) from None
+    except UpstreamUnreachable as exc:
+        raise UpstreamError(f"GET {url} failed: {exc.reason}", hint=_REACH_HINT) from None
+    except UpstreamRedirect as exc:
+        raise UpstreamError(
+            f"GET {url}: {exc.message}", status=exc.status, hint=_REACH_HINT
+        ) from None
+    except (UpstreamTooLarge, UpstreamBroken) as exc:
+        raise UpstreamError(
+            f"GET {url} returned an unusable body: {exc.message}", status=200
+        ) from None
     try:
         entries = parse_models_payload(json.loads(body))
     except (ValueError, CatalogFormatError) as exc:

@@ -16,9 +16,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.discovery import fetch_models, load_cached_catalog
 from gateway.errors import ConfigError, GatewayError, UpstreamError
@@ -26,6 +24,10 @@ from gateway.file_safety import file_problems
 from gateway.hub import PERMISSION_FIX, TokenStatus, check_token
 from gateway.secret import mask
 from gateway.settings import Paths, Settings
+from gateway.upstream import fetch, one_off_session
+
+if TYPE_CHECKING:
+    import aiohttp
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -168,12 +170,12 @@ async def check_port(session: aiohttp.ClientSession, settings: Settings) -> Chec
     probe = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
     url = f"http://{probe}:{port}/healthz"
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
-            if resp.status == 200:
+        async with fetch.get(session, url, timeout_s=3) as reply:
+            if reply.status == 200:
                 return Check("port", "ok", f"the gateway answers on {host}:{port} (/healthz 200)")
-            answer = f"answers /healthz with {resp.status}"
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        answer = f"does not answer /healthz ({type(exc).__name__})"
+            answer = f"answers /healthz with {reply.status}"
+    except UpstreamError as exc:
+        answer = f"does not answer /healthz ({exc.message})"
     return Check(
         "port",
         "fail",
@@ -229,7 +231,7 @@ def check_service(settings: Settings) -> Check:
 
 
 async def _network_checks(settings: Settings) -> list[Check]:
-    async with aiohttp.ClientSession() as session:
+    async with one_off_session() as session:
         return list(
             await asyncio.gather(
                 check_hub_token(session, settings),

@@ -7,7 +7,12 @@ Every error a user can meet is a ``GatewayError``; its ``message`` says what wen
     ├── ConfigError        bad config file, env file or flag; the process exits 78 (EX_CONFIG)
     │   └── RefError       a model reference that does not parse (404 model_not_found on a request)
     ├── TokenError         no Hugging Face token, or one the Hub rejected
-    ├── UpstreamError      the router answered with an error or could not be reached
+    ├── UpstreamError      the router (or Hub) answered with an error or could not be reached
+    │   ├── UpstreamUnreachable  no answer: refused, reset, DNS, TLS, closed before the status
+    │   ├── UpstreamTimeout      the connection could not be opened in time
+    │   ├── UpstreamRedirect     a 3xx, never followed (``location_host`` names its target)
+    │   ├── UpstreamTooLarge     a body or one SSE event past its cap
+    │   └── UpstreamBroken       the body broke off or cannot be decoded after the status line
     ├── DialectError       a request an API dialect cannot translate (400 invalid_request_error)
     └── ServiceError       systemd / launchd could not do what was asked
 """
@@ -82,6 +87,45 @@ class UpstreamError(GatewayError):
     ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
+
+
+class UpstreamUnreachable(UpstreamError):
+    """No HTTP answer came: the connection was refused, reset or closed before the status line.
+
+    ``reason`` is the kind of failure (the lower library's exception name), never a secret."""
+
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
+class UpstreamTimeout(UpstreamError):
+    """The connection to the router or Hub could not be opened (or read) in time."""
+
+
+class UpstreamRedirect(UpstreamError):
+    """The router or Hub answered a 3xx; redirects are never followed (the token and the
+    prompt would go to the ``Location``)."""
+
+    def __init__(self, message: str, *, status: int, location_host: str) -> None:
+        super().__init__(
+            message,
+            status=status,
+            hint="point models.providers.huggingface.baseUrl/hubUrl at the final address",
+        )
+        self.location_host = location_host
+
+
+class UpstreamTooLarge(UpstreamError):
+    """A body or one SSE event is larger than its cap; nothing past the cap was kept."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class UpstreamBroken(UpstreamError):
+    """The answer started but its body broke off (a reset, bad framing, bad compression)."""
 
 
 class ServiceError(GatewayError):

@@ -18,11 +18,14 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.secret import Secret, mask
+from gateway.upstream import MAX_WHOAMI_BYTES, fetch, one_off_session
+
+if TYPE_CHECKING:
+    import aiohttp
 
 PERMISSION = "inference.serverless.write"
 NEW_TOKEN_URL = (
@@ -140,17 +143,17 @@ async def check_token(
     url = hub_url.rstrip("/") + "/api/whoami-v2"
     headers = {"Authorization": f"Bearer {token.reveal()}"}
     try:
-        async with session.get(
-            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
-        ) as resp:
-            raw = await resp.read()
-            status = resp.status
-    except TimeoutError:
+        async with fetch.get(session, url, headers=headers, timeout_s=timeout_s) as reply:
+            raw = await reply.read(MAX_WHOAMI_BYTES)
+            status = reply.status
+    except UpstreamTimeout:
         return TokenCheck(
             TokenStatus.UNREACHABLE, detail=f"GET {url} timed out after {timeout_s:g}s"
         )
-    except aiohttp.ClientError as exc:
-        return TokenCheck(TokenStatus.UNREACHABLE, detail=f"GET {url} failed: {type(exc).__name__}")
+    except UpstreamUnreachable as exc:
+        return TokenCheck(TokenStatus.UNREACHABLE, detail=f"GET {url} failed: {exc.reason}")
+    except UpstreamError as exc:  # a redirect (not followed), a body past its cap
+        return TokenCheck(TokenStatus.UNREACHABLE, detail=f"GET {url}: {exc.message}")
     try:
         body = json.loads(raw) if raw else None
     except ValueError:
@@ -163,5 +166,5 @@ async def check_token(
 
 async def check_token_once(hub_url: str, token: Secret, timeout_s: float) -> TokenCheck:
     """``check_token`` with a session of its own."""
-    async with aiohttp.ClientSession() as session:
+    async with one_off_session() as session:
         return await check_token(session, hub_url, token, timeout_s)

@@ -32,6 +32,12 @@ class Metrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.dialect_requests = Counter(
+            "coderclaw_dialect_requests",
+            "Requests by API dialect (chat, responses, messages) and outcome",
+            ["dialect", "outcome"],
+            registry=r,
+        )
         self.attempts = Counter(
             "coderclaw_upstream_attempts",
             "Upstream attempts by model and status",
@@ -101,6 +107,9 @@ class Metrics:
 
     def count_request(self, model: str, outcome: str) -> None:
         self._inc(self.requests, self.model_label(model), outcome)
+
+    def count_dialect(self, dialect: str, outcome: str) -> None:
+        self._inc(self.dialect_requests, dialect, outcome)
 
     def _inc(self, counter: Counter, *labels: str) -> None:
         # labels() validates and locks on every call; the children are few, so keep them.

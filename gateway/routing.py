@@ -52,6 +52,10 @@ def classify(
         return Verdict.RETRYABLE
     if 200 <= status < 300:
         return Verdict.OK
+    if 300 <= status < 400:
+        # Never followed (the prompt and the token would go to the Location): a router that
+        # redirects is misconfigured or hostile, and asking it again changes nothing.
+        return Verdict.MODEL_UNAVAILABLE
     if status in RETRYABLE_STATUSES or status >= 500:
         return Verdict.RETRYABLE
     if status == 408:

@@ -1,13 +1,12 @@
-"""The HTTP app: thin handlers over ``ChatProxy`` and the catalog; state on typed app keys."""
+"""The HTTP app: the front door, thin handlers over the chain engine and the catalog, state on
+typed app keys (``app_state``) owned by a ``cleanup_ctx``."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -15,16 +14,30 @@ import aiohttp
 from aiohttp import web
 
 from gateway import wire
+from gateway.app_state import (
+    CLOCK,
+    COOLDOWNS,
+    ENGINE,
+    METRICS,
+    REFRESHER,
+    REQUEST_ID,
+    SETTINGS,
+    STARTED,
+    TRAFFIC,
+    UPSTREAM,
+    LiveSettings,
+    Traffic,
+)
+from gateway.dialects.chat import chat_completions, json_error
 from gateway.discovery import CatalogRefresher
+from gateway.engine import ChainEngine, Clock, SystemClock
 from gateway.errors import RefError
 from gateway.listing import ListedModel, list_models
 from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, get_logger
 from gateway.openapi import openapi_handler
-from gateway.proxy import ChatContext, ChatProxy
-from gateway.refs import ModelRef, is_chain_name, parse_ref, resolve_model
-from gateway.request_body import read_body
-from gateway.routing import Cooldowns, KnownRefs, request_chain
+from gateway.refs import parse_ref
+from gateway.routing import Cooldowns, KnownRefs
 from gateway.secret import Secret
 from gateway.settings import Settings
 from gateway.upstream import Upstream, new_session
@@ -33,56 +46,7 @@ log = get_logger("gateway.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-
-@dataclass
-class GatewayState:
-    """Everything the handlers share. ``settings`` is replaced whole on reload."""
-
-    settings: Settings
-    metrics: Metrics = field(default_factory=Metrics)
-    cooldowns: Cooldowns = field(default_factory=Cooldowns)
-    session: aiohttp.ClientSession | None = None
-    refresher: CatalogRefresher | None = None
-    proxy: ChatProxy | None = None
-    started: float = field(default_factory=time.time)
-    draining: bool = False
-    open_streams: int = 0
-    # The task of every request being handled: the daemon's drain waits for or cancels them.
-    in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    def apply_settings(self, settings: Settings) -> None:
-        """Use ``settings`` for every request from now on (config reload)."""
-        self.settings = settings
-        REDACTOR.set(settings.secrets())
-        if self.refresher is not None:
-            hf = settings.config.hf
-            self.refresher.reconfigure(
-                base_url=hf.base_url,
-                token=settings.hf_token,
-                interval_s=hf.discovery.refresh_minutes * 60,
-                timeout_s=hf.discovery.timeout_seconds,
-                enabled=hf.discovery.enabled,
-            )
-
-
-STATE = web.AppKey("state", GatewayState)
-REQUEST_ID = web.RequestKey("request_id", str)
-
-
-def json_error(
-    status: int,
-    message: str,
-    type_: str,
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=wire.dumps(wire.error_payload(message, type_, code, param)),
-        content_type="application/json",
-        headers=headers,
-    )
+__all__ = ["REQUEST_ID", "begin_drain", "front_door", "json_error", "make_app", "readiness"]
 
 
 _STATUS_TYPES = {
@@ -109,12 +73,12 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
     token on ``/v1/*``, and an OpenAI-shaped JSON body for every error the app raises."""
     request_id = new_request_id()
     request[REQUEST_ID] = request_id
-    state = request.app[STATE]
+    traffic = request.app[TRAFFIC]
     task = asyncio.current_task()
     if task is not None:
-        state.in_flight.add(task)
+        traffic.in_flight.add(task)
     try:
-        token = state.settings.gateway_token
+        token = request.app[SETTINGS].current.gateway_token
         if token is not None and request.path.startswith("/v1") and not _authorized(
             token, request.headers.get("Authorization", "")
         ):
@@ -154,7 +118,7 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         )
     finally:
         if task is not None:
-            state.in_flight.discard(task)
+            traffic.in_flight.discard(task)
     if "x-request-id" not in response.headers and not response.prepared:
         response.headers["x-request-id"] = request_id
     return response
@@ -166,120 +130,26 @@ def _authorized(token: Secret, header: str) -> bool:
     return scheme.lower() == "bearer" and token.matches(value.strip())
 
 
-def _bad_request(request: web.Request, message: str, param: str | None = None) -> web.Response:
-    return json_error(
-        400,
-        message,
-        "invalid_request_error",
-        "invalid_request",
-        param,
-        headers={"x-request-id": request[REQUEST_ID]},
-    )
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    settings = state.settings
-    timeouts = settings.config.gateway.timeouts
-    try:
-        raw = await read_body(
-            request, idle_s=timeouts.idle_seconds, total_s=timeouts.total_seconds
-        )
-    except TimeoutError:
-        response = json_error(
-            408,
-            "the request body did not arrive in time (gateway.timeouts.idleSeconds between "
-            "bytes, totalSeconds in all); send it again",
-            "invalid_request_error",
-            "request_timeout",
-            headers={"x-request-id": request[REQUEST_ID]},
-        )
-        response.force_close()  # Connection: close; aiohttp drops the rest of the body
-        return response
-    try:
-        body = wire.loads(raw)
-    except ValueError as exc:
-        return _bad_request(request, f"the body is not valid JSON: {exc}")
-    if not isinstance(body, dict):
-        return _bad_request(request, "the body must be a JSON object")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return _bad_request(request, "'messages' must be a non-empty array", "messages")
-    name = body.get("model")
-    if name is not None and not isinstance(name, str):
-        return _bad_request(request, "'model' must be a string", "model")
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        return _bad_request(request, "'stream' must be a boolean", "stream")
-    requested: ModelRef | None = None
-    if name is not None and not is_chain_name(name):
-        try:
-            requested = resolve_model(name, settings.aliases)
-        except RefError:
-            return json_error(
-                404,
-                f"The model {name[:200]!r} does not exist: use 'coderclaw', an alias, or a ref "
-                "like huggingface/<org>/<model>[:fastest|:cheapest|:<provider>] "
-                "(GET /v1/models lists them)",
-                "invalid_request_error",
-                "model_not_found",
-                "model",
-                headers={"x-request-id": request[REQUEST_ID]},
-            )
-    if settings.hf_token is None:
-        return json_error(
-            503,
-            "no Hugging Face token is configured: run `coderclaw onboard` or set HF_TOKEN in "
-            f"{settings.paths.env_file}, then restart the gateway",
-            "server_error",
-            "no_upstream_token",
-            headers={"x-request-id": request[REQUEST_ID]},
-        )
-    ctx = ChatContext(
-        request=request,
-        request_id=request[REQUEST_ID],
-        settings=settings,
-        body=body,
-        stream=stream,
-        chain=request_chain(requested, (settings.chain[0], *settings.fallbacks))
-        if requested is not None
-        else list(settings.chain),
-    )
-    assert state.proxy is not None
-    if stream:
-        state.open_streams += 1
-        state.metrics.active_streams.inc()
-    try:
-        return await state.proxy.complete(ctx)
-    finally:
-        if stream:
-            state.open_streams -= 1
-            state.metrics.active_streams.dec()
-
-
-def _listed(state: GatewayState) -> list[ListedModel]:
-    settings = state.settings
-    assert state.refresher is not None
-    catalog = state.refresher.catalog
+def _listed(app: web.Application) -> list[ListedModel]:
+    settings = app[SETTINGS].current
+    catalog = app[REFRESHER].catalog
     configured = [parse_ref(k) for k in settings.config.agents.defaults.models]
     return list_models(catalog, configured, settings.aliases, settings.chain)
 
 
-def _model_objects(state: GatewayState) -> list[dict[str, Any]]:
-    created = int(state.started)
+def _model_objects(app: web.Application) -> list[dict[str, Any]]:
+    created = int(app[STARTED])
     out: list[dict[str, Any]] = [
         {
             "id": "coderclaw",
             "object": "model",
             "created": created,
             "owned_by": "coderclaw",
-            "chain": [str(r) for r in state.settings.chain],
+            "chain": [str(r) for r in app[SETTINGS].current.chain],
         }
     ]
     aliases: list[dict[str, Any]] = []
-    for item in _listed(state):
+    for item in _listed(app):
         e = item.entry
         obj: dict[str, Any] = {
             "id": str(item.ref),
@@ -302,17 +172,16 @@ def _model_objects(state: GatewayState) -> list[dict[str, Any]]:
 
 
 async def list_models_handler(request: web.Request) -> web.Response:
-    data = _model_objects(request.app[STATE])
+    data = _model_objects(request.app)
     return web.Response(
         body=wire.dumps({"object": "list", "data": data}), content_type="application/json"
     )
 
 
 async def get_model(request: web.Request) -> web.Response:
-    state = request.app[STATE]
     raw = unquote(request.match_info["model_id"])
     wanted = raw.strip().lower()
-    objects = _model_objects(state)
+    objects = _model_objects(request.app)
     for obj in objects:
         if obj["id"].lower() == wanted:
             return web.Response(body=wire.dumps(obj), content_type="application/json")
@@ -337,22 +206,23 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def readiness(state: GatewayState) -> list[str]:
+def readiness(app: web.Application) -> list[str]:
     """Reasons the gateway is not ready; empty when it is."""
     problems = []
-    if state.draining:
+    if app[TRAFFIC].draining:
         problems.append("shutting down")
-    if state.refresher is None or len(state.refresher.catalog) == 0:
+    refresher = app.get(REFRESHER)
+    if refresher is None or len(refresher.catalog) == 0:
         problems.append("no model catalog")
-    if state.settings.hf_token is None:
+    if app[SETTINGS].current.hf_token is None:
         problems.append("no Hugging Face token: run `coderclaw onboard`")
     return problems
 
 
 async def readyz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    problems = readiness(state)
-    catalog = state.refresher.describe() if state.refresher else None
+    problems = readiness(request.app)
+    refresher = request.app.get(REFRESHER)
+    catalog = refresher.describe() if refresher else None
     if problems:
         return web.json_response(
             {"status": "not ready", "reasons": problems, "catalog": catalog}, status=503
@@ -361,55 +231,92 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    if state.proxy is not None:
-        state.proxy.flush_logs()  # the counters of requests already answered
-    m = state.metrics
-    now = time.monotonic()
-    m.cooling_models.set(len(state.cooldowns.cooling(now)))
-    m.observe_process(state.session.connector if state.session is not None else None)
-    if state.refresher is not None:
-        m.catalog_models.set(len(state.refresher.catalog))
-        age = state.refresher.age_seconds()
-        m.catalog_age.set(age if age is not None else -1)
+    app = request.app
+    app[ENGINE].flush_logs()  # the counters of requests already answered
+    m = app[METRICS]
+    m.cooling_models.set(len(app[COOLDOWNS].cooling(app[CLOCK].monotonic())))
+    m.observe_process(app[UPSTREAM].session.connector)
+    refresher = app[REFRESHER]
+    m.catalog_models.set(len(refresher.catalog))
+    age = refresher.age_seconds()
+    m.catalog_age.set(age if age is not None else -1)
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
 
-async def _resources(app: web.Application) -> AsyncIterator[None]:
-    """The upstream session, the proxy and the catalog refresh task, owned by the app."""
-    state = app[STATE]
-    own_session = state.session is None
-    session = state.session or new_session()
-    state.session = session
-    refresher = state.refresher = CatalogRefresher.from_settings(session, state.settings)
-    known = KnownRefs(lambda: (state.settings.configured_refs, refresher.catalog))
-    state.metrics.set_known_refs(known)
-    state.cooldowns.set_known_refs(known)
-    upstream = Upstream(session)
-    state.proxy = ChatProxy(upstream, state.cooldowns, state.metrics)
-    state.refresher.start()
-    try:
-        yield
-    finally:
-        await state.refresher.stop()
-        await upstream.close()
-        state.proxy.flush_logs()
-        if own_session:
-            await session.close()
+def begin_drain(app: web.Application) -> None:
+    """From now on: not ready, and streams cut by the drain end with an honest error."""
+    app[TRAFFIC].draining = True
+    engine = app.get(ENGINE)
+    if engine is not None:
+        engine.draining = True
+
+
+def _resources(
+    session: aiohttp.ClientSession | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup context owning the upstream client (and its session unless one was given),
+    the catalog refresh task and the chain engine."""
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        live = app[SETTINGS]
+        own_session = session is None
+        upstream = Upstream(session or new_session())
+        refresher = CatalogRefresher.from_settings(upstream.session, live.current)
+        # Metric labels and cooldown entries only for configured and catalog refs.
+        known = KnownRefs(lambda: (live.current.configured_refs, refresher.catalog))
+        app[METRICS].set_known_refs(known)
+        app[COOLDOWNS].set_known_refs(known)
+        engine = ChainEngine(upstream, app[COOLDOWNS], app[METRICS], app[CLOCK])
+        app[UPSTREAM] = upstream
+        app[REFRESHER] = refresher
+        app[ENGINE] = engine
+        live.on_change(lambda settings: _reconfigure(refresher, settings))
+        refresher.start()
+        try:
+            yield
+        finally:
+            await refresher.stop()
+            await upstream.close()
+            engine.flush_logs()
+            if own_session:
+                await upstream.session.close()
+
+    return resources
+
+
+def _reconfigure(refresher: CatalogRefresher, settings: Settings) -> None:
+    hf = settings.config.hf
+    refresher.reconfigure(
+        base_url=hf.base_url,
+        token=settings.hf_token,
+        interval_s=hf.discovery.refresh_minutes * 60,
+        timeout_s=hf.discovery.timeout_seconds,
+        enabled=hf.discovery.enabled,
+    )
 
 
 def make_app(
-    settings: Settings, *, session: aiohttp.ClientSession | None = None
+    settings: Settings,
+    *,
+    session: aiohttp.ClientSession | None = None,
+    clock: Clock | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application (the daemon and the tests both run this)."""
     app = web.Application(
         middlewares=[front_door],
         client_max_size=settings.config.gateway.limits.max_body_bytes,
     )
-    state = GatewayState(settings=settings, session=session)
+    clock = clock or SystemClock()
+    live = LiveSettings(settings)
     REDACTOR.set(settings.secrets())
-    app[STATE] = state
-    app.cleanup_ctx.append(_resources)
+    live.on_change(lambda new: REDACTOR.set(new.secrets()))
+    app[SETTINGS] = live
+    app[METRICS] = Metrics()
+    app[COOLDOWNS] = Cooldowns()
+    app[TRAFFIC] = Traffic()
+    app[CLOCK] = clock
+    app[STARTED] = clock.time()
+    app.cleanup_ctx.append(_resources(session))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models_handler)
     app.router.add_get("/v1/models/{model_id:.+}", get_model)

@@ -142,38 +142,67 @@ def parse_upstream_error(status: int, body: bytes) -> tuple[str, str | None, str
     return (text or f"upstream error {status}"), None, None
 
 
+class SSEEventTooLarge(ValueError):
+    """One SSE event grew past the parser's cap before its blank line arrived."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"an SSE event is larger than {limit} bytes")
+        self.limit = limit
+
+
 class SSEParser:
     """Incremental splitter of a ``text/event-stream`` body into event ``data`` payloads.
 
     Accepts LF, CRLF and CR line ends; ignores comments and fields other than ``data``; joins
     several ``data:`` lines with a newline, as the SSE standard and the openai SDK do.
+
+    Linear in the bytes fed: each ``feed`` normalizes and scans only what is new (one byte back,
+    for a blank line split across reads), so one huge event costs what its bytes cost. An event
+    still open past ``max_event`` bytes raises ``SSEEventTooLarge`` (None: no cap).
     """
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_cr", "_scan", "max_event")
 
-    def __init__(self) -> None:
-        self._buf = b""
+    def __init__(self, max_event: int | None = None) -> None:
+        self._buf = bytearray()
+        self._cr = False  # a CR ended the last feed: maybe half of a CRLF, held back
+        self._scan = 0  # where the search for the next blank line resumes
+        self.max_event = max_event
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        buf = self._buf + chunk
-        if b"\r" in buf:
-            # A lone CR at the end may be half of a CRLF: keep it for the next chunk.
-            keep = buf.endswith(b"\r")
-            buf = buf[:-1] if keep else buf
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if keep:
-                buf += b"\r"
+        if self._cr:
+            chunk = b"\r" + chunk
+            self._cr = False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk = chunk[:-1]
+                self._cr = True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf: bytes | bytearray
+        if self._buf:
+            buf = self._buf
+            buf += chunk
+        else:  # the common case, an event starting with this read: no copy to scan it
+            buf = chunk
         events: list[bytes] = []
         start = 0
+        pos = self._scan
         while True:
-            end = buf.find(b"\n\n", start)
+            end = buf.find(b"\n\n", pos)
             if end < 0:
                 break
-            data = _event_data(buf[start:end])
+            data = _event_data(bytes(buf[start:end]))
             if data is not None:
                 events.append(data)
-            start = end + 2
-        self._buf = buf[start:]
+            start = pos = end + 2
+        if buf is self._buf:
+            if start:
+                del buf[:start]
+        else:
+            self._buf = bytearray(buf[start:])
+        self._scan = max(len(self._buf) - 1, 0)
+        if self.max_event is not None and len(self._buf) > self.max_event:
+            raise SSEEventTooLarge(self.max_event)
         return events
 
     def close(self) -> list[bytes]:
@@ -182,13 +211,13 @@ class SSEParser:
         A CR at the end of what arrived was kept as maybe half of a CRLF; with nothing more to
         come it is a line end, and may complete the last event (a CR-only stream).
         """
-        if not self._buf.endswith(b"\r"):
+        if not self._cr:
             return []
         return self.feed(b"\n")
 
     def pending(self) -> bytes:
         """What is left without a terminating blank line (an event cut off at body end)."""
-        return self._buf
+        return bytes(self._buf) + (b"\r" if self._cr else b"")
 
 
 def _event_data(block: bytes) -> bytes | None:

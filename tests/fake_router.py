@@ -144,6 +144,7 @@ class Reply:
     text_before: str = ""  # with a list of tool_calls: content before the calls
     text_after: str = ""  # with a list of tool_calls: content after the calls
     repeat: bool = False  # stay at the head of the queue forever
+    location: str | None = None  # with a 3xx ``status``: the redirect's target, no body
 
 
 @dataclass
@@ -800,6 +801,9 @@ class _Turn:
         reply = self.reply
         if reply.delay_first_byte:
             await asyncio.sleep(reply.delay_first_byte)
+        if reply.location is not None:
+            headers = {**self.headers, "Location": reply.location}
+            return web.Response(status=reply.status, headers=headers)
         if reply.status >= 400:
             return _error_response(reply, model=self.sent, headers=self.headers)
         if self.body.get("stream"):

@@ -9,9 +9,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from gateway.server import STATE, GatewayState, make_app
+from gateway.app_state import COOLDOWNS, SETTINGS, TRAFFIC, UPSTREAM
+from gateway.engine import Clock
+from gateway.routing import Cooldowns
+from gateway.server import make_app
 from gateway.settings import Settings, load_settings
 from tests.fake_router import FakeRouter
 
@@ -38,6 +42,29 @@ async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> N
             if condition():
                 return
             await asyncio.sleep(0.05)
+
+
+class GatewayView:
+    """What the tests read of a running gateway app, through its app keys."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    @property
+    def settings(self) -> Settings:
+        return self.app[SETTINGS].current
+
+    @property
+    def cooldowns(self) -> Cooldowns:
+        return self.app[COOLDOWNS]
+
+    @property
+    def open_streams(self) -> int:
+        return self.app[TRAFFIC].open_streams
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self.app[UPSTREAM].session
 
 
 def write_config(home: Path, router: FakeRouter, **gateway: Any) -> Path:
@@ -79,14 +106,15 @@ def write_config(home: Path, router: FakeRouter, **gateway: Any) -> Path:
 @asynccontextmanager
 async def run_gateway(
     home: Path, router: FakeRouter, *, token: str | None = TOKEN, env: dict[str, str] | None = None,
-    **gateway: Any,
-) -> AsyncIterator[tuple[str, GatewayState]]:
-    """Yield (base URL ending in /v1, the app state) of a gateway serving on 127.0.0.1:0."""
+    clock: Clock | None = None, **gateway: Any,
+) -> AsyncIterator[tuple[str, GatewayView]]:
+    """Yield (base URL ending in /v1, the app state) of a gateway serving on 127.0.0.1:0;
+    ``clock`` replaces the real one (cooldowns, the log line's times)."""
     write_config(home, router, **gateway)
     environ = {"HOME": str(home), **(env or {})}
     if token:
         environ["HF_TOKEN"] = token
     settings: Settings = load_settings(environ)
-    app = make_app(settings)
+    app = make_app(settings, clock=clock)
     async with serve_app(app, handler_cancellation=True, shutdown_timeout=1) as port:
-        yield f"http://127.0.0.1:{port}/v1", app[STATE]
+        yield f"http://127.0.0.1:{port}/v1", GatewayView(app)

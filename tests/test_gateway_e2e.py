@@ -23,10 +23,9 @@ from openai._legacy_response import LegacyAPIResponse
 from openai.types.chat import ChatCompletion
 
 from gateway.refs import parse_ref
-from gateway.server import GatewayState
 from gateway.upstream import upstream_connection_counts
 from tests.fake_router import FakeRouter, Reply
-from tests.gateway_harness import TOKEN, eventually, run_gateway
+from tests.gateway_harness import TOKEN, GatewayView, eventually, run_gateway
 
 A, B, C = "org/model-a", "org/model-b", "org/model-c"
 REF_A, REF_B, REF_C = (f"huggingface/{m}" for m in (A, B, C))
@@ -38,7 +37,7 @@ FAST = {"connectSeconds": 1, "firstTokenSeconds": 0.5, "idleSeconds": 0.5, "tota
 @asynccontextmanager
 async def serve(
     home: Path, router: FakeRouter, **config: Any
-) -> AsyncIterator[tuple[AsyncOpenAI, GatewayState, str]]:
+) -> AsyncIterator[tuple[AsyncOpenAI, GatewayView, str]]:
     """The gateway (fast timeouts unless given) and an AsyncOpenAI client pointed at it."""
     config.setdefault("timeouts", FAST)
     async with (

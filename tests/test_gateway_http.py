@@ -16,9 +16,8 @@ import structlog
 from aiohttp import web
 
 from gateway.observe import setup_logging
-from gateway.server import GatewayState
 from tests.fake_router import FakeRouter, Reply
-from tests.gateway_harness import TOKEN, run_gateway
+from tests.gateway_harness import TOKEN, GatewayView, run_gateway
 
 A, B = "org/model-a", "org/model-b"
 REF_A, REF_B = f"huggingface/{A}", f"huggingface/{B}"
@@ -31,7 +30,7 @@ FAST = {"connectSeconds": 1, "firstTokenSeconds": 0.5, "idleSeconds": 0.5, "tota
 @asynccontextmanager
 async def serve(
     home: Path, router: FakeRouter, **config: Any
-) -> AsyncIterator[tuple[aiohttp.ClientSession, str, GatewayState]]:
+) -> AsyncIterator[tuple[aiohttp.ClientSession, str, GatewayView]]:
     """The gateway and a session; ``base`` is the origin (no /v1)."""
     config.setdefault("timeouts", FAST)
     async with (

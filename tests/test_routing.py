@@ -49,6 +49,11 @@ CLASSIFY_CASES = [
     (400, "model_not_supported", None, Verdict.MODEL_UNAVAILABLE),
     (400, "model_not_found", None, Verdict.MODEL_UNAVAILABLE),
     (400, "context_length_exceeded", None, Verdict.MODEL_UNAVAILABLE),
+    # a 3xx (never followed) → next model at once: one request per redirect
+    (301, None, None, Verdict.MODEL_UNAVAILABLE),
+    (302, None, None, Verdict.MODEL_UNAVAILABLE),
+    (307, None, None, Verdict.MODEL_UNAVAILABLE),
+    (308, None, None, Verdict.MODEL_UNAVAILABLE),
     # any other 4xx → back to the client as is
     (400, None, None, Verdict.CLIENT_ERROR),
     (400, "content_policy_violation", None, Verdict.CLIENT_ERROR),

@@ -194,3 +194,78 @@ def test_loads_round_trips_big_integers(raw: bytes) -> None:
 def test_loads_rejects_what_is_not_json(raw: bytes) -> None:
     with pytest.raises(ValueError):
         wire.loads(raw)
+
+
+# -- the SSE parser's cap and its linear cost ------------------------------------------------
+
+CAP_CASES = [
+    # (pieces, cap, events before the cap, whether the cap is passed)
+    ([b"data: " + b"x" * 94 + b"\n\n"], 100, [b"x" * 94], False),  # 102 bytes, whole events
+    ([b"data: " + b"x" * 95], 100, [], True),  # 101 bytes still open
+    ([b"data: " + b"x" * 50, b"y" * 45], 100, [], True),  # open across two reads
+    ([b"data: a\n\n" * 50], 100, [b"a"] * 50, False),  # many small events, none over
+    ([b": keep-alive\n" * 10], 100, [], True),  # comment lines with no blank line grow too
+]
+
+
+@pytest.mark.parametrize(("pieces", "cap", "events", "passed"), CAP_CASES)
+def test_sse_event_cap(pieces: list[bytes], cap: int, events: list[bytes], passed: bool) -> None:
+    """One event (complete or still open) may hold ``max_event`` bytes; past that the parser
+    raises SSEEventTooLarge instead of buffering on."""
+    parser = wire.SSEParser(max_event=cap)
+    got: list[bytes] = []
+    try:
+        for piece in pieces:
+            got += parser.feed(piece)
+    except wire.SSEEventTooLarge as exc:
+        assert passed, "raised under the cap"
+        assert exc.limit == cap
+    else:
+        assert not passed, "the cap was not enforced"
+    assert got == events
+
+
+SPLIT_CASES = [
+    # (pieces, events): line ends split across reads in every way
+    ([b"data: a\r", b"\n\r\n"], [b"a"]),  # CRLF CRLF, cut inside the first
+    ([b"data: a\r\n\r", b"\n"], [b"a"]),  # cut inside the second
+    ([b"data: a\r", b"\r"], []),  # CR CR: the last CR may be half a CRLF, close() tells
+    ([b"data: a\r", b"\r", b"\n"], [b"a"]),  # ... and it was
+    ([b"data: a\r", b"\r", b"data: b\r\r"], [b"a"]),  # the trailing CR waits for close()
+    ([b"data: a\n", b"\ndata: b\n", b"\n"], [b"a", b"b"]),  # LF LF split, twice
+    ([b"data: a\r\n", b"\r\n", b"data: b\r\n\r\n"], [b"a", b"b"]),
+    ([b"data: a\r", b"\n", b"\r", b"\n"], [b"a"]),  # one byte per read
+]
+
+
+@pytest.mark.parametrize(("pieces", "events"), SPLIT_CASES)
+def test_sse_line_ends_split_across_reads(pieces: list[bytes], events: list[bytes]) -> None:
+    """A CR, LF or CRLF cut between two reads is one line end: no event lost or doubled."""
+    parser = SSEParser()
+    got: list[bytes] = []
+    for piece in pieces:
+        got += parser.feed(piece)
+    assert got == events
+
+
+def test_sse_one_huge_event_costs_linear_time() -> None:
+    """A 16 MiB event fed 1 KiB at a time is parsed in well under a second's work: each feed
+    scans only the new bytes (rescanning the buffer each time would take hours)."""
+    import time
+
+    parser = SSEParser()
+    piece = b"x" * 1024
+    started = time.process_time()
+    assert parser.feed(b"data: ") == []
+    for _ in range(16 * 1024):
+        parser.feed(piece)
+    [event] = parser.feed(b"\n\n")
+    assert len(event) == 16 * 1024 * 1024
+    assert time.process_time() - started < 5.0
+
+
+def test_sse_many_tiny_events_in_one_read() -> None:
+    """10,000 events in one read come out whole and in order."""
+    body = b"".join(b'data: {"i":%d}\n\n' % i for i in range(10_000))
+    events = SSEParser().feed(body)
+    assert events == [b'{"i":%d}' % i for i in range(10_000)]

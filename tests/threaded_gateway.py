@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from gateway.server import GatewayState
 from tests.fake_router import FakeRouter
-from tests.gateway_harness import run_gateway
+from tests.gateway_harness import GatewayView, run_gateway
 
 T = TypeVar("T")
 
@@ -27,7 +26,7 @@ T = TypeVar("T")
 @dataclass
 class ThreadedGateway:
     base: str  # http://127.0.0.1:port/v1
-    state: GatewayState
+    state: GatewayView
     router: FakeRouter
     loop: asyncio.AbstractEventLoop
     _stop: asyncio.Event = field(repr=False)

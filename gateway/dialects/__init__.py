@@ -1,1 +1,2 @@
-"""Wire dialects at the edge: each translates its API to one upstream chat request and back."""
+"""Wire formats at the edge: each dialect parses its request into one upstream chat request
+and renders the engine's events as its own (``engine.events.Sink``)."""

@@ -26,9 +26,10 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.app_state import SETTINGS, TRAFFIC
 from gateway.errors import ConfigError, GatewayError
 from gateway.observe import get_logger, setup_logging
-from gateway.server import STATE, GatewayState, make_app
+from gateway.server import begin_drain, make_app
 from gateway.service.notify import Notifier
 from gateway.settings import Settings, load_settings
 
@@ -86,7 +87,8 @@ class Daemon:
         self.overrides = overrides
         self.notifier = Notifier(settings.env)
         self.app = make_app(settings)
-        self.state: GatewayState = self.app[STATE]
+        self.live = self.app[SETTINGS]
+        self.traffic = self.app[TRAFFIC]
         self.stop = asyncio.Event()
         self._sigint_count = 0
         self._config_mtime = _mtime(settings.paths.config)
@@ -94,7 +96,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def serve(self) -> int:
-        settings = self.state.settings
+        settings = self.live.current
         runner = web.AppRunner(
             self.app,
             handler_cancellation=True,
@@ -144,17 +146,15 @@ class Daemon:
 
     async def _drain(self, runner: web.AppRunner) -> None:
         """Stop accepting; give requests in flight the grace period; cancel what is left."""
-        grace = self.state.settings.config.gateway.drain_seconds
+        grace = self.live.current.config.gateway.drain_seconds
         self.notifier.stopping()
-        self.state.draining = True
-        if self.state.proxy is not None:
-            self.state.proxy.draining = True
+        begin_drain(self.app)
         for site in runner.sites:
             await site.stop()
         if runner.server is not None:
             runner.server.pre_shutdown()  # keep-alive connections take no further request
-        log.info("gateway_draining", grace_s=grace, streams=self.state.open_streams)
-        pending = set(self.state.in_flight)
+        log.info("gateway_draining", grace_s=grace, streams=self.traffic.open_streams)
+        pending = set(self.traffic.in_flight)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=grace)
         if pending:
@@ -199,7 +199,7 @@ class Daemon:
     async def reload(self, reason: str) -> bool:
         """Load the config again; apply it if valid. Returns whether it was applied."""
         async with self._reload_lock:
-            self._config_mtime = _mtime(self.state.settings.paths.config)
+            self._config_mtime = _mtime(self.live.current.paths.config)
             self.notifier.reloading(time.monotonic_ns() // 1000)
             try:
                 # In a thread: loading may run the login shell (env.shellEnv).
@@ -219,7 +219,7 @@ class Daemon:
             return True
 
     def _apply(self, new: Settings, reason: str) -> None:
-        old = self.state.settings
+        old = self.live.current
         if (new.host, new.port) != (old.host, old.port):
             log.warning(
                 "config_needs_restart",
@@ -227,7 +227,7 @@ class Daemon:
                 listening=f"{old.host}:{old.port}",
                 configured=f"{new.host}:{new.port}",
             )
-        self.state.apply_settings(new)
+        self.live.apply(new)
         cfg = new.config.logging
         setup_logging(cfg.level, cfg.format, new.secrets(), cache=True)
         for warning in new.warnings:
@@ -241,7 +241,7 @@ class Daemon:
         self.notifier.ready(f"serving http://{old.host}:{old.port}/v1 (reloaded)")
 
     async def _watch_config(self) -> None:
-        path = self.state.settings.paths.config
+        path = self.live.current.paths.config
         while True:
             await asyncio.sleep(CONFIG_POLL_SECONDS)
             if _mtime(path) != self._config_mtime:

@@ -1,7 +1,8 @@
 """The router client: one ``aiohttp.ClientSession`` per app, with a pooled keep-alive connector.
 
 Only the configured router (and Hub) ever see the Hugging Face token; a client's own
-``Authorization`` header is never forwarded.
+``Authorization`` header is never forwarded. Redirects are never followed: a 3xx raises
+``UpstreamRedirect`` naming the target host (a 307 would re-post the prompt and the token).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Mapping
-from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -17,6 +17,8 @@ from yarl import URL
 from gateway import __version__
 from gateway.observe import get_logger
 from gateway.settings import Settings
+from gateway.upstream.pool import idle_connections, open_connection
+from gateway.upstream.reply import UpstreamReply, mapped_errors, redirect_error
 
 log = get_logger("gateway.upstream")
 
@@ -34,8 +36,9 @@ def new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None),
-        auto_decompress=True,
-        headers={"User-Agent": USER_AGENT},
+        # Bodies are asked for as identity and inflated, if at all, within a cap (reply.py).
+        auto_decompress=False,
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
     )
 
 
@@ -88,7 +91,9 @@ class Upstream:
         try:
             for _ in range(idle_connections(connector, req.connection_key)):
                 held.append(await connector.connect(req, [], limits))
-            opening = [loop.create_task(_open(connector, req, limits)) for _ in range(count)]
+            opening = [
+                loop.create_task(open_connection(connector, req, limits)) for _ in range(count)
+            ]
             await asyncio.sleep(0)  # each connect() has found the pool empty and is dialling
         except (aiohttp.ClientError, OSError, TimeoutError):
             pass  # an idle connection gone stale and its replacement failed: the router is down
@@ -114,9 +119,10 @@ class Upstream:
         *,
         stream: bool,
         client_headers: Mapping[str, str],
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamReply:
         """Send one chat completion; returns once the status line and headers have arrived
-        (the caller bounds that wait and releases the response)."""
+        (the caller bounds that wait and closes the reply). A 3xx raises ``UpstreamRedirect``;
+        a failure to connect, ``UpstreamUnreachable`` or ``UpstreamTimeout``."""
         token = settings.hf_token
         # The handler answers 503 before any attempt when no token is configured.
         assert token is not None
@@ -124,6 +130,7 @@ class Upstream:
             "Authorization": f"Bearer {token.reveal()}",
             "Content-Type": "application/json",
             "Accept": "text/event-stream" if stream else "application/json",
+            "Accept-Encoding": "identity",
         }
         for name in FORWARDED_HEADERS:
             value = client_headers.get(name)
@@ -132,7 +139,20 @@ class Upstream:
         url, limits = _chat_target(
             settings.config.hf.base_url, settings.config.gateway.timeouts.connect_seconds
         )
-        return await self.session.post(url, data=payload, headers=headers, timeout=limits)
+        with mapped_errors():
+            resp = await self.session.post(
+                url,
+                data=payload,
+                headers=headers,
+                timeout=limits,
+                allow_redirects=False,
+                auto_decompress=False,
+            )
+        reply = UpstreamReply(resp)
+        if 300 <= reply.status < 400:
+            reply.close()
+            raise redirect_error(reply.status, reply.headers.get("Location"), url)
+        return reply
 
 
 @functools.lru_cache(maxsize=8)
@@ -140,36 +160,3 @@ def _chat_target(base_url: str, connect_seconds: float) -> tuple[URL, aiohttp.Cl
     """The chat completions URL, parsed once, and the connect timeout of every attempt."""
     url = URL(base_url.rstrip("/") + "/chat/completions")
     return url, aiohttp.ClientTimeout(total=None, sock_connect=connect_seconds)
-
-
-async def _open(
-    connector: aiohttp.BaseConnector, req: aiohttp.ClientRequest, limits: aiohttp.ClientTimeout
-) -> bool:
-    """Open one connection into the pool; a failure is left for the next request to meet."""
-    try:
-        conn = await connector.connect(req, [], limits)
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        return False
-    conn.release()
-    return True
-
-
-def _pool(connector: aiohttp.BaseConnector) -> Any:
-    # aiohttp has no public view of its pool: ``_acquired`` (connections handed out) and
-    # ``_conns`` (idle keep-alive connections per host) as of aiohttp 3.14; empty if renamed.
-    return getattr(connector, "_acquired", ()), getattr(connector, "_conns", {})
-
-
-def upstream_connection_counts(connector: aiohttp.BaseConnector | None) -> tuple[int, int]:
-    """(active, idle) connections of an aiohttp connector. An idle entry whose peer has
-    already closed it holds no socket: not counted."""
-    if connector is None or connector.closed:
-        return 0, 0
-    acquired, pools = _pool(connector)
-    return len(acquired), sum(idle_connections(connector, key) for key in pools)
-
-
-def idle_connections(connector: aiohttp.BaseConnector, key: Any) -> int:
-    """Idle keep-alive connections to one host (a ``ClientRequest.connection_key``)."""
-    _, pools = _pool(connector)
-    return sum(1 for proto, _ in pools.get(key, ()) if proto.is_connected())

@@ -1,0 +1,61 @@
+"""The app's shared state: one typed ``web.AppKey`` per resource.
+
+``make_app`` sets the plain values (settings, metrics, cooldowns, traffic, clock); the
+resources that must be closed (the upstream client and its session, the catalog refresher,
+the chain engine and its pending log lines) are created and closed in ``server._resources``,
+a ``cleanup_ctx``. Handlers read them with ``request.app[KEY]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gateway.discovery import CatalogRefresher
+from gateway.engine import ChainEngine, Clock
+from gateway.metrics import Metrics
+from gateway.routing import Cooldowns
+from gateway.settings import Settings
+from gateway.upstream import Upstream
+
+
+class LiveSettings:
+    """The settings in force; replaced whole on reload, with a callback per dependent part."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.current = settings
+        self._listeners: list[Callable[[Settings], None]] = []
+
+    def on_change(self, listener: Callable[[Settings], None]) -> None:
+        self._listeners.append(listener)
+
+    def apply(self, settings: Settings) -> None:
+        """Use ``settings`` for every request from now on (config reload)."""
+        self.current = settings
+        for listener in self._listeners:
+            listener(settings)
+
+
+@dataclass
+class Traffic:
+    """The requests being handled: the daemon's drain waits for or cancels them."""
+
+    draining: bool = False
+    open_streams: int = 0
+    in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+SETTINGS = web.AppKey("settings", LiveSettings)
+METRICS = web.AppKey("metrics", Metrics)
+COOLDOWNS = web.AppKey("cooldowns", Cooldowns)
+TRAFFIC = web.AppKey("traffic", Traffic)
+CLOCK = web.AppKey("clock", Clock)
+STARTED = web.AppKey("started", float)  # wall-clock start, the ``created`` of /v1/models
+UPSTREAM = web.AppKey("upstream", Upstream)
+REFRESHER = web.AppKey("refresher", CatalogRefresher)
+ENGINE = web.AppKey("engine", ChainEngine)
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,187 @@
+"""The OpenAI chat completions dialect: ``POST /v1/chat/completions`` over the chain engine.
+
+The request is passed upstream as it is (every OpenAI field untouched, ``model`` set per
+attempt); the sink writes the upstream chunks back as ``data: {chunk}`` events, ``data:
+[DONE]`` at a clean end, ``data: {"error": {...}}`` and no ``[DONE]`` at a failed one, and
+errors as ``{"error": {message, type, param, code}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway import wire
+from gateway.app_state import REQUEST_ID, SETTINGS
+from gateway.dialects.handler import chain_for, run_engine
+from gateway.engine import ChainFailure, ChatRequest, ClientGone, StreamError
+from gateway.errors import RefError
+from gateway.refs import ModelRef, is_chain_name, resolve_model
+from gateway.request_body import read_body
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def json_error(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An OpenAI-shaped JSON error response."""
+    return web.Response(
+        status=status,
+        body=wire.dumps(wire.error_payload(message, type_, code, param)),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+class ChatSink:
+    """Renders the engine's events as OpenAI chat completions (JSON or SSE)."""
+
+    __slots__ = ("_client", "_out")
+
+    def __init__(self, client: web.Request) -> None:
+        self._client = client
+        self._out: web.StreamResponse | None = None
+
+    async def commit(
+        self, served: ModelRef, provider: str | None, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        out = web.StreamResponse(
+            status=200,
+            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+        )
+        try:
+            await out.prepare(self._client)
+        except ConnectionError as exc:
+            raise ClientGone from exc
+        self._out = out
+        return out
+
+    async def chunks(self, chunks: list[dict[str, Any]]) -> None:
+        await self._write(b"".join([b"data: " + wire.dumps(c) + b"\n\n" for c in chunks]))
+
+    async def finish(self) -> None:
+        await self._write(SSE_DONE)
+        await self._stream().write_eof()
+
+    async def fail(self, error: StreamError) -> None:
+        payload = wire.error_payload(error.message, error.type, error.code)
+        await self._write(b"data: " + wire.dumps(payload) + b"\n\n")
+        await self._stream().write_eof()
+
+    def answer(
+        self,
+        served: ModelRef,
+        provider: str | None,
+        body: dict[str, Any],
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        return web.Response(body=wire.dumps(body), headers=headers, content_type="application/json")
+
+    def error(self, failure: ChainFailure, headers: dict[str, str]) -> web.StreamResponse:
+        payload = wire.error_payload(failure.message, failure.type, failure.code, failure.param)
+        return web.Response(
+            status=failure.status,
+            body=wire.dumps(payload),
+            headers=headers,
+            content_type="application/json",
+        )
+
+    def _stream(self) -> web.StreamResponse:
+        assert self._out is not None, "the engine commits before it streams"
+        return self._out
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self._stream().write(data)
+        except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
+            raise ClientGone from exc
+
+
+def _bad_request(request: web.Request, message: str, param: str | None = None) -> web.Response:
+    return json_error(
+        400,
+        message,
+        "invalid_request_error",
+        "invalid_request",
+        param,
+        headers={"x-request-id": request[REQUEST_ID]},
+    )
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS].current
+    timeouts = settings.config.gateway.timeouts
+    try:
+        raw = await read_body(
+            request, idle_s=timeouts.idle_seconds, total_s=timeouts.total_seconds
+        )
+    except TimeoutError:
+        response = json_error(
+            408,
+            "the request body did not arrive in time (gateway.timeouts.idleSeconds between "
+            "bytes, totalSeconds in all); send it again",
+            "invalid_request_error",
+            "request_timeout",
+            headers={"x-request-id": request[REQUEST_ID]},
+        )
+        response.force_close()  # Connection: close; aiohttp drops the rest of the body
+        return response
+    try:
+        body = wire.loads(raw)
+    except ValueError as exc:
+        return _bad_request(request, f"the body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return _bad_request(request, "the body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _bad_request(request, "'messages' must be a non-empty array", "messages")
+    name = body.get("model")
+    if name is not None and not isinstance(name, str):
+        return _bad_request(request, "'model' must be a string", "model")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        return _bad_request(request, "'stream' must be a boolean", "stream")
+    requested: ModelRef | None = None
+    if name is not None and not is_chain_name(name):
+        try:
+            requested = resolve_model(name, settings.aliases)
+        except RefError:
+            return json_error(
+                404,
+                f"The model {name[:200]!r} does not exist: use 'coderclaw', an alias, or a ref "
+                "like huggingface/<org>/<model>[:fastest|:cheapest|:<provider>] "
+                "(GET /v1/models lists them)",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+                headers={"x-request-id": request[REQUEST_ID]},
+            )
+    if settings.hf_token is None:
+        return json_error(
+            503,
+            "no Hugging Face token is configured: run `coderclaw onboard` or set HF_TOKEN in "
+            f"{settings.paths.env_file}, then restart the gateway",
+            "server_error",
+            "no_upstream_token",
+            headers={"x-request-id": request[REQUEST_ID]},
+        )
+    chat = ChatRequest(
+        client=request,
+        request_id=request[REQUEST_ID],
+        dialect="chat",
+        settings=settings,
+        body=body,
+        stream=stream,
+        chain=chain_for(settings, requested),
+        requested=name,
+    )
+    return await run_engine(request, chat, ChatSink(request))
