@@ -2,8 +2,9 @@
 
 ``make_app`` sets the plain values (settings, metrics, cooldowns, traffic, clock); the
 resources that must be closed (the upstream client and its session, the catalog refresher,
-the chain engine and its pending log lines) are created and closed in ``server._resources``,
-a ``cleanup_ctx``. Handlers read them with ``request.app[KEY]``.
+the chain engine and its pending log lines; the state dir's database, the ledger and the
+Responses store) are created and closed in ``server._storage`` and ``server._resources``,
+``cleanup_ctx``s. Handlers read them with ``request.app[KEY]``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from aiohttp import web
 
 from gateway.discovery import CatalogRefresher
 from gateway.engine import ChainEngine, Clock
+from gateway.ledger.db import Database
+from gateway.ledger.responses import ResponseStore
+from gateway.ledger.usage import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.routing import Cooldowns
 from gateway.settings import Settings
@@ -58,4 +62,7 @@ STARTED = web.AppKey("started", float)  # wall-clock start, the ``created`` of /
 UPSTREAM = web.AppKey("upstream", Upstream)
 REFRESHER = web.AppKey("refresher", CatalogRefresher)
 ENGINE = web.AppKey("engine", ChainEngine)
+DATABASE = web.AppKey("database", Database)  # the state dir's SQLite file
+LEDGER = web.AppKey("ledger", LedgerWriter)  # one usage row per request; the spend so far
+RESPONSES = web.AppKey("responses", ResponseStore)  # the Responses API store
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -17,7 +17,9 @@ import json5
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from gateway.config_routing import BreakerSection, HedgeSection, RescueMode
 from gateway.errors import ConfigError, RefError
+from gateway.ledger.config import BudgetConfig, ResponsesConfig, UsageConfig
 from gateway.refs import ModelRef, parse_ref
 
 
@@ -35,6 +37,8 @@ class ModelChain(_Section):
 
 class ModelOptions(_Section):
     alias: str | None = None
+    # false: the model is known to refuse an assistant prefill (mid-stream rescue restarts).
+    prefill: bool | None = None
 
 
 class AgentDefaults(_Section):
@@ -128,6 +132,13 @@ class Limits(_Section):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
 
 
+class AnthropicSection(_Section):
+    """``gateway.anthropic``: Messages API model names (globs, in order) → alias / ref /
+    ``coderclaw``, so the ``claude-…`` names Claude Code sends are served by the chain."""
+
+    model_map: dict[str, str] = Field(default_factory=lambda: {"*": "coderclaw"})
+
+
 class GatewaySection(_Section):
     port: int = Field(18789, ge=1, le=65535)
     bind: Literal["loopback", "lan", "custom"] = "loopback"
@@ -140,6 +151,13 @@ class GatewaySection(_Section):
     # At most 25: the service's stop timeout (TimeoutStopSec, ExitTimeOut) is 30 s and the
     # drain takes up to drainSeconds + 2 s.
     drain_seconds: float = Field(10.0, ge=0, le=25)
+    breaker: BreakerSection = BreakerSection()
+    hedge: HedgeSection = HedgeSection()
+    rescue: RescueMode = "continue"
+    usage: UsageConfig = UsageConfig()
+    budget: BudgetConfig = BudgetConfig()
+    responses: ResponsesConfig = ResponsesConfig()
+    anthropic: AnthropicSection = AnthropicSection()
 
 
 class ShellEnv(_Section):

@@ -17,10 +17,13 @@ from gateway import wire
 from gateway.app_state import (
     CLOCK,
     COOLDOWNS,
+    DATABASE,
     ENGINE,
+    LEDGER,
     METRICS,
     REFRESHER,
     REQUEST_ID,
+    RESPONSES,
     SETTINGS,
     STARTED,
     TRAFFIC,
@@ -32,6 +35,11 @@ from gateway.dialects.chat import chat_completions, json_error
 from gateway.discovery import CatalogRefresher
 from gateway.engine import ChainEngine, Clock, SystemClock
 from gateway.errors import RefError
+from gateway.ledger.db import Database
+from gateway.ledger.period import local_zone
+from gateway.ledger.responses import ResponseStore
+from gateway.ledger.schema import db_path
+from gateway.ledger.usage import LedgerWriter
 from gateway.listing import ListedModel, list_models
 from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, get_logger
@@ -79,8 +87,10 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         traffic.in_flight.add(task)
     try:
         token = request.app[SETTINGS].current.gateway_token
-        if token is not None and request.path.startswith("/v1") and not _authorized(
-            token, request.headers.get("Authorization", "")
+        if (
+            token is not None
+            and request.path.startswith("/v1")
+            and not _authorized(token, request.headers.get("Authorization", ""))
         ):
             return json_error(
                 401,
@@ -243,6 +253,31 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
 
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    """The state dir's database (ledger rows, stored responses), opened before the first
+    request and closed after the last; its writes are batched on its own thread."""
+    settings = app[SETTINGS].current
+    gw = settings.config.gateway
+    clock = app[CLOCK].time
+    db = Database(db_path(settings.paths), clock=clock)
+    ledger = LedgerWriter(
+        db,
+        tz=local_zone(gw.budget.time_zone),
+        retention_days=gw.usage.retention_days,
+        clock=clock,
+    )
+    app[DATABASE] = db
+    app[LEDGER] = ledger
+    app[RESPONSES] = ResponseStore(db, retention_hours=gw.responses.retention_hours, clock=clock)
+    await db.start()
+    await ledger.load_spend(clock())
+    try:
+        yield
+    finally:
+        await ledger.drain()
+        await db.stop()
+
+
 def begin_drain(app: web.Application) -> None:
     """From now on: not ready, and streams cut by the drain end with an honest error."""
     app[TRAFFIC].draining = True
@@ -316,6 +351,7 @@ def make_app(
     app[TRAFFIC] = Traffic()
     app[CLOCK] = clock
     app[STARTED] = clock.time()
+    app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_resources(session))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models_handler)
