@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -28,8 +29,16 @@ from gateway.service.connections import (
     open_file_targets,
 )
 from tests.conftest import clean_env
-from tests.daemon_harness import GatewayProcess, chat, free_port, gateway_argv, run_process
-from tests.fake_router import FakeRouter
+from tests.daemon_harness import (
+    GatewayProcess,
+    chat,
+    free_port,
+    gateway_argv,
+    open_stream,
+    read_rest,
+    run_process,
+)
+from tests.fake_router import FakeRouter, Reply
 from tests.gateway_harness import TOKEN, write_config
 
 HEADER_S = 1.0
@@ -101,12 +110,15 @@ def test_at_the_cap_a_waiting_connection_makes_room_else_the_new_one_is_refused(
 
 
 @asynccontextmanager
-async def limited_gateway(home: Path, router: FakeRouter) -> AsyncIterator[GatewayProcess]:
+async def limited_gateway(
+    home: Path, router: FakeRouter, **gateway: Any
+) -> AsyncIterator[GatewayProcess]:
     """The gateway process under ``RLIMIT_NOFILE`` (256 soft, 1024 hard), short deadlines."""
     port = free_port()
     write_config(
         home,
         router,
+        **gateway,
         timeouts={
             "connectSeconds": 2,
             "firstTokenSeconds": 5,
@@ -225,19 +237,25 @@ async def test_2000_idle_connections_over_the_cap_make_room_and_the_limit_is_log
     isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession
 ) -> None:
     """2,000 connections that send nothing, under 1024 open files (cap 480): each new one
-    past the cap closes the longest-waiting one, /healthz and chat keep answering, the
-    gateway never runs out of descriptors, and one log line says the cap was reached."""
+    past the cap closes the longest-waiting one, /healthz and chat keep answering, a stream
+    that was running finishes, the gateway never runs out of descriptors, and one log line
+    says the cap was reached."""
+    router.script("org/model-a", Reply(chunks=6, chunk_delay=0.5))
     async with limited_gateway(isolated_home, router) as gw:
+        resp, stream = await open_stream(http, gw.v1)  # running through the flood
+        assert resp.status == 200
         conns = [await hold(gw.port) for _ in range(2000)]
         watchers = [asyncio.create_task(watch_close(c)) for c in conns]
         try:
             for _ in range(3):
                 status, took = await timed_get(http, f"{gw.base}/healthz")
                 assert (status, took < 1.0) == (200, True), took
-            assert (await chat(http, gw.v1)).status == 200
+            assert (await chat(http, gw.v1, model="huggingface/org/model-b")).status == 200
             await asyncio.wait_for(asyncio.gather(*watchers), timeout=HEADER_S + 4)
+            await read_rest(resp, stream)
         finally:
             close_all(conns)
+        assert stream.done and stream.complete, stream.events  # a running request is not evicted
         assert all(c.closed_at is not None for c in conns)
         events = [e["event"] for e in gw.events()]
         assert events.count("connection_limit_reached") == 1
@@ -262,3 +280,31 @@ async def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_seconds(
         assert all(c.received.startswith(b"HTTP/1.1 200") for c in conns)
         assert min(lifetimes) > KEEPALIVE_S * 0.8, min(lifetimes)
         assert max(lifetimes) < KEEPALIVE_S + 2.5, max(lifetimes)
+
+
+async def test_when_every_connection_runs_a_request_a_new_one_gets_a_503_at_once(
+    isolated_home: Path, router: FakeRouter, http: aiohttp.ClientSession
+) -> None:
+    """maxConnections 8 and 8 streams running: a ninth connection is answered 503
+    ``too_many_connections`` with Retry-After at once (no running stream is cut); once the
+    streams end, new connections are served again."""
+    router.script("org/model-a", *[Reply(chunks=6, chunk_delay=0.4)] * 8)
+    async with limited_gateway(isolated_home, router, limits={"maxConnections": 8}) as gw:
+        streams = await asyncio.gather(*(open_stream(http, gw.v1) for _ in range(8)))
+        assert [resp.status for resp, _ in streams] == [200] * 8
+        async with aiohttp.ClientSession() as other:
+            started = time.monotonic()
+            async with other.get(f"{gw.base}/healthz") as resp:
+                body = await resp.json()
+                assert resp.status == 503
+                assert resp.headers["Retry-After"] == "1"
+            assert time.monotonic() - started < 1.0
+        assert body["error"]["code"] == "too_many_connections"
+        assert "gateway.limits.maxConnections" in body["error"]["message"]
+        for resp, result in streams:
+            await read_rest(resp, result)
+            assert result.done and result.complete
+        status, _ = await timed_get(http, f"{gw.base}/healthz")
+        assert status == 200
+        [event] = [e for e in gw.events() if e["event"] == "connection_limit_reached"]
+        assert (event["limit"], event["refused"]) == (8, 1)

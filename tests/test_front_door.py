@@ -335,6 +335,20 @@ def test_no_path_or_method_variant_gets_past_the_gateway_token(
     assert gw_token.router.chat_requests() == []
 
 
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        ["127.0.0.1:{port}", "evil.example"],
+        ["evil.example", "127.0.0.1:{port}"],
+        ["127.0.0.1:{port}, evil.example"],
+    ],
+)
+def test_two_host_values_are_refused(gw: ThreadedGateway, hosts: list[str]) -> None:
+    lines = "".join(f"Host: {h.format(port=gw.port)}\r\n" for h in hosts)
+    answer = raw(gw, f"GET /v1/models HTTP/1.1\r\n{lines}Connection: close\r\n\r\n".encode())
+    assert answer.status in (400, 403), answer.status
+
+
 def test_huge_or_too_many_headers_are_refused_and_the_gateway_keeps_serving(
     gw: ThreadedGateway,
 ) -> None:

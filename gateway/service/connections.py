@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import cast
 
 from aiohttp import web
 
@@ -43,6 +44,7 @@ DEFAULT_CAP_CEILING = 4096
 # more than its per-process maximum): these are tried in turn.
 UNLIMITED_TARGETS = (65536, 10240)
 LOG_INTERVAL_S = 60.0
+REFUSE_LINGER_S = 2.0
 
 
 def default_max_connections(soft_limit: int) -> int:
@@ -111,12 +113,26 @@ _REFUSAL = (
 
 
 class _Refuse(asyncio.Protocol):
-    """Answers a connection over the cap at once and closes it."""
+    """Answers a connection over the cap at once. The request is read and dropped until the
+    client closes (at most ``REFUSE_LINGER_S``): closing with it unread would reset the
+    connection before the client read the answer."""
+
+    _closer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        # uvloop's transports are not subclasses of asyncio's: a cast, not an isinstance.
+        transport = cast(asyncio.Transport, transport)
         transport.write(_REFUSAL)
-        transport.close()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._closer = asyncio.get_running_loop().call_later(REFUSE_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
 
 
 RequestHandlerFn = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -148,11 +164,6 @@ class ConnectionGate:
         self._logged_at: float | None = None
         inner = server.request_handler
         server.request_handler = self._tracked(inner)
-
-    @property
-    def open_connections(self) -> int:
-        self._prune()
-        return len(self._connections)
 
     def __call__(self) -> asyncio.BaseProtocol:
         self._accepted += 1
