@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.config import validate_config
+from gateway.errors import ConfigError
 from gateway.service.connections import (
     DEFAULT_CAP_CEILING,
     Admission,
@@ -308,3 +310,20 @@ async def test_when_every_connection_runs_a_request_a_new_one_gets_a_503_at_once
         assert status == 200
         [event] = [e for e in gw.events() if e["event"] == "connection_limit_reached"]
         assert (event["limit"], event["refused"]) == (8, 1)
+
+
+@pytest.mark.parametrize(
+    ("gateway", "message"),
+    [
+        ({"timeouts": {"keepAliveSeconds": 76}}, "gateway.timeouts.keepAliveSeconds"),
+        ({"timeouts": {"keepAliveSeconds": 0}}, "gateway.timeouts.keepAliveSeconds"),
+        ({"timeouts": {"headerSeconds": 0}}, "gateway.timeouts.headerSeconds"),
+        ({"limits": {"maxConnections": 4}}, "gateway.limits.maxConnections"),
+        ({"limits": {"maxConnections": "many"}}, "gateway.limits.maxConnections"),
+    ],
+)
+def test_connection_settings_out_of_range_are_config_errors(
+    gateway: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        validate_config({"gateway": gateway}, "coderclaw.json")

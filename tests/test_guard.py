@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from gateway.config import validate_config
+from gateway.errors import ConfigError
 from gateway.guard import (
     Allowed,
     Policy,
@@ -276,3 +280,46 @@ def test_an_allowed_origin_may_send_the_sdks_headers_and_no_others(
     requested: str, allowed: str
 ) -> None:
     assert allowed_request_headers(requested) == allowed
+
+
+@pytest.mark.parametrize(
+    ("gateway", "stored"),
+    [
+        ({"allowedOrigins": ["HTTP://LocalHost:5173/"]}, {"allowed_origins": ("http://localhost:5173",)}),
+        ({"allowedOrigins": ["https://app.example:443"]}, {"allowed_origins": ("https://app.example",)}),
+        ({"allowedHosts": ["Host.Docker.Internal."]}, {"allowed_hosts": ("host.docker.internal",)}),
+        ({"metrics": {"public": True}}, {"metrics.public": True}),
+        ({}, {"allowed_origins": (), "allowed_hosts": (), "metrics.public": False}),
+    ],
+)
+def test_the_guard_settings_are_stored_in_the_form_they_are_compared_in(
+    gateway: dict[str, Any], stored: dict[str, Any]
+) -> None:
+    section = validate_config({"gateway": gateway}, "coderclaw.json").gateway
+    for key, value in stored.items():
+        obj: Any = section
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        assert obj == value
+
+
+@pytest.mark.parametrize(
+    ("gateway", "message"),
+    [
+        ({"allowedOrigins": ["*"]}, "'*' is not an origin; write scheme://host[:port]"),
+        ({"allowedOrigins": ["null"]}, "'null' is not an origin"),
+        ({"allowedOrigins": ["http://localhost:5173/app"]}, "with no path"),
+        ({"allowedOrigins": "http://localhost:5173"}, "expected a list"),
+        ({"allowedHosts": ["evil.example:80"]}, "write a name without a port"),
+        ({"allowedHosts": ["10.0.0.1"]}, "IP addresses are always answered"),
+        ({"allowedHosts": ["a b"]}, "is not a host name"),
+        ({"metrics": {"public": "yes"}}, "expected true or false"),
+    ],
+)
+def test_a_wrong_guard_setting_is_a_config_error_that_says_what_to_write(
+    gateway: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_config({"gateway": gateway}, "coderclaw.json")
+    assert message in str(caught.value)
+    assert "gateway." in str(caught.value)
