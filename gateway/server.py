@@ -130,7 +130,10 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         )
         if isinstance(verdict, guard.Refused):
             return json_error(
-                403, verdict.message, "permission_error", verdict.code,
+                403,
+                verdict.message,
+                "permission_error",
+                verdict.code,
                 headers={"x-request-id": request_id},
             )
         request[CORS_HEADERS] = verdict.headers
