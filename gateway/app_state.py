@@ -10,7 +10,7 @@ Responses store) are created and closed in ``server._storage`` and ``server._res
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,3 +66,5 @@ DATABASE = web.AppKey("database", Database)  # the state dir's SQLite file
 LEDGER = web.AppKey("ledger", LedgerWriter)  # one usage row per request; the spend so far
 RESPONSES = web.AppKey("responses", ResponseStore)  # the Responses API store
 REQUEST_ID = web.RequestKey("request_id", str)
+# The CORS headers the origin guard allows for this request (empty for most).
+CORS_HEADERS = web.RequestKey("cors_headers", Mapping[str, str])

@@ -14,11 +14,20 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 import json5
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from gateway.config_routing import BreakerSection, HedgeSection, RescueMode
 from gateway.errors import ConfigError, RefError
+from gateway.guard import normalize_host_name, normalize_origin, split_host
 from gateway.ledger.config import BudgetConfig, ResponsesConfig, UsageConfig
 from gateway.refs import ModelRef, parse_ref
 
@@ -126,10 +135,46 @@ class Timeouts(_Section):
     first_token_seconds: float = Field(15.0, gt=0)
     idle_seconds: float = Field(30.0, gt=0)
     total_seconds: float = Field(600.0, gt=0)
+    # Client connections: an idle keep-alive connection is closed after keepAliveSeconds; a new
+    # connection must have sent its first request's headers within headerSeconds.
+    keep_alive_seconds: float = Field(30.0, gt=0, le=75)
+    header_seconds: float = Field(10.0, gt=0, le=75)
 
 
 class Limits(_Section):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    # None: sized to the open-file limit (gateway.service.connections.default_max_connections).
+    max_connections: int | None = Field(None, ge=8)
+
+
+class MetricsSection(_Section):
+    public: bool = False  # true: /metrics needs no gateway token (a local Prometheus)
+
+
+def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        origin = normalize_origin(value)
+        if origin is None:
+            raise ValueError(
+                f"{value!r} is not an origin; write scheme://host[:port] with no path, "
+                "such as http://localhost:3000"
+            )
+        out.append(origin)
+    return tuple(out)
+
+
+def _hosts(values: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        parsed = split_host(value)
+        if parsed is None or parsed[1] or ":" in value:
+            raise ValueError(
+                f"{value!r} is not a host name; write a name without a port, such as "
+                "host.docker.internal (IP addresses are always answered)"
+            )
+        out.append(normalize_host_name(parsed[0]))
+    return tuple(out)
 
 
 class AnthropicSection(_Section):
@@ -148,6 +193,14 @@ class GatewaySection(_Section):
     retries: int = Field(1, ge=0, le=10)
     max_retry_wait_seconds: float = Field(10.0, ge=0)
     limits: Limits = Limits()
+    # Browser pages allowed to call the gateway, and extra Host names answered on loopback.
+    allowed_origins: Annotated[
+        tuple[StrictStr, ...], Field(strict=False), AfterValidator(_origins)
+    ] = ()
+    allowed_hosts: Annotated[
+        tuple[StrictStr, ...], Field(strict=False), AfterValidator(_hosts)
+    ] = ()
+    metrics: MetricsSection = MetricsSection()
     # At most 25: the service's stop timeout (TimeoutStopSec, ExitTimeOut) is 30 s and the
     # drain takes up to drainSeconds + 2 s.
     drain_seconds: float = Field(10.0, ge=0, le=25)
@@ -425,6 +478,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     got = _kind(err.get("input"))
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {got}"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
     if kind == "literal_error":
         return f"expected {err['ctx']['expected']}, got {err.get('input')!r}"
     if kind == "string_pattern_mismatch" and "https?" in str(err.get("ctx", {}).get("pattern")):

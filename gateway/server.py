@@ -13,10 +13,11 @@ from urllib.parse import unquote
 import aiohttp
 from aiohttp import web
 
-from gateway import wire
+from gateway import guard, wire
 from gateway.app_state import (
     CLOCK,
     COOLDOWNS,
+    CORS_HEADERS,
     DATABASE,
     ENGINE,
     LEDGER,
@@ -77,8 +78,10 @@ def new_request_id() -> str:
 
 @web.middleware
 async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every request: an id, a place among the requests in flight (for the drain), the gateway
-    token on ``/v1/*``, and an OpenAI-shaped JSON body for every error the app raises."""
+    """Every request: an id, a place among the requests in flight (for the drain), the origin
+    and Host guards (``gateway.guard``; an allowed origin's preflight is answered here), the
+    gateway token on ``/v1/*`` and ``/metrics``, and an OpenAI-shaped JSON body for every
+    error the app raises."""
     request_id = new_request_id()
     request[REQUEST_ID] = request_id
     traffic = request.app[TRAFFIC]
@@ -86,16 +89,40 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
     if task is not None:
         traffic.in_flight.add(task)
     try:
-        token = request.app[SETTINGS].current.gateway_token
+        settings = request.app[SETTINGS].current
+        section = settings.config.gateway
+        verdict = guard.check_request(
+            guard.build_policy(
+                section.allowed_origins, section.allowed_hosts, loopback=settings.is_loopback
+            ),
+            method=request.method,
+            path=request.path,
+            headers=request.headers,
+            local=_local_address(request),
+        )
+        if isinstance(verdict, guard.Refused):
+            return json_error(
+                403,
+                verdict.message,
+                "permission_error",
+                verdict.code,
+                headers={"x-request-id": request_id},
+            )
+        request[CORS_HEADERS] = verdict.headers
+        if verdict.preflight:
+            return web.Response(status=204, headers={"x-request-id": request_id})
+        token = settings.gateway_token
+        metrics = request.path == "/metrics" and not section.metrics.public
         if (
             token is not None
-            and request.path.startswith("/v1")
+            and (request.path.startswith("/v1") or metrics)
             and not _authorized(token, request.headers.get("Authorization", ""))
         ):
             return json_error(
                 401,
                 "missing or wrong gateway token: send Authorization: Bearer <token> "
-                "(gateway.auth.token or CODERCLAW_GATEWAY_TOKEN)",
+                "(gateway.auth.token or CODERCLAW_GATEWAY_TOKEN)"
+                + ("; gateway.metrics.public: true opens /metrics" if metrics else ""),
                 "authentication_error",
                 "invalid_api_key",
                 headers={"x-request-id": request_id},
@@ -132,6 +159,24 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
     if "x-request-id" not in response.headers and not response.prepared:
         response.headers["x-request-id"] = request_id
     return response
+
+
+def _local_address(request: web.Request) -> tuple[str, int] | None:
+    """The address and port this connection came in on (for the gateway's own origin)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return str(sockname[0]), int(sockname[1])
+    return None
+
+
+async def _send_cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """The CORS headers of an allowed origin, on every answer (streams included)."""
+    headers = request.get(CORS_HEADERS) if isinstance(request, web.Request) else None
+    for name, value in (headers or {}).items():
+        if name == "Vary" and "Vary" in response.headers:
+            response.headers["Vary"] = f"{response.headers['Vary']}, {value}"
+        else:
+            response.headers[name] = value
 
 
 def _authorized(token: Secret, header: str) -> bool:
@@ -353,6 +398,7 @@ def make_app(
     app[STARTED] = clock.time()
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_resources(session))
+    app.on_response_prepare.append(_send_cors_headers)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models_handler)
     app.router.add_get("/v1/models/{model_id:.+}", get_model)

@@ -89,9 +89,11 @@ async def test_gateway_token_guards_v1(
         lower = {"Authorization": f"bearer {GATEWAY_TOKEN}"}
         async with session.get(f"{base}/v1/models", headers=lower) as r:
             assert r.status == 200
-        for probe in ("/healthz", "/readyz", "/metrics"):
+        for probe in ("/healthz", "/readyz"):
             async with session.get(f"{base}{probe}") as r:
                 assert r.status == 200, probe
+        async with session.get(f"{base}/metrics") as r:
+            assert r.status == 401  # the counters name models and clients: token only
     assert len(router.chat_requests()) == 1  # refused requests never reach the router
 
 

@@ -163,7 +163,7 @@ async def test_a_whole_session_leaks_neither_token_anywhere(
                     "unknown model", chat, headers=good, model="huggingface/org/nope"
                 ),
                 "models": await call("models", "/v1/models", headers=good),
-                "metrics": await call("metrics", "/metrics"),
+                "metrics": await call("metrics", "/metrics", headers=good),
                 "readyz": await call("readyz", "/readyz"),
             }
             mark = len(gw.stderr)
