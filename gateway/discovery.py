@@ -176,8 +176,15 @@ class CatalogRefresher:
         timeout_s: float,
         enabled: bool,
     ) -> None:
-        """Apply new discovery settings; the loop picks them up at its next wake."""
-        changed = (base_url, token, enabled) != (self.base_url, self.token, self.enabled)
+        """Apply new discovery settings. A new router, token, switch or interval wakes the loop
+        (it refreshes at once, then keeps the new interval): a shorter interval must not wait
+        for the end of the old one."""
+        changed = (base_url, token, enabled, interval_s) != (
+            self.base_url,
+            self.token,
+            self.enabled,
+            self.interval_s,
+        )
         self.base_url, self.token = base_url, token
         self.interval_s, self.timeout_s, self.enabled = interval_s, timeout_s, enabled
         if changed:

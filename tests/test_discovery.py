@@ -366,6 +366,20 @@ async def test_reconfigure_wakes_the_loop(
     assert len(router.models_calls) == 1
 
 
+async def test_a_shorter_interval_from_a_reload_applies_at_once(
+    router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """refreshMinutes lowered by a reload: the loop does not sleep out the old hour first."""
+    refresher = _refresher(http, router.base_url, tmp_path / "c.json", interval_s=3600)
+    refresher.start()
+    await _wait_for(lambda: refresher.refreshes == 1)
+    refresher.reconfigure(
+        base_url=router.base_url, token=None, interval_s=0.2, timeout_s=2.0, enabled=True
+    )
+    await _wait_for(lambda: refresher.refreshes >= 3, timeout=3.0)
+    await refresher.stop()
+
+
 async def test_disabled_discovery_asks_nothing(
     router: FakeRouter, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
