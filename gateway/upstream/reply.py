@@ -153,7 +153,10 @@ class UpstreamReply:
                     progress()
                 while data:
                     if self._inflater is not None:
-                        piece, data = self._inflater.inflate(data, limit - size + 1)
+                        most = min(_INFLATE_SLICE, limit - size + 1)
+                        piece, data = self._inflater.inflate(data, most)
+                        if data:  # a compressed burst must not hold the loop
+                            await asyncio.sleep(0)
                     else:
                         piece, data = data, b""
                     size += len(piece)
