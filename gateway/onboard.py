@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
-
 from gateway.catalog import Catalog, builtin_catalog
 from gateway.config import DEFAULT_PRIMARY
 from gateway.config_edit import (
@@ -47,6 +45,7 @@ from gateway.refs import ModelRef, parse_ref
 from gateway.secret import Secret, mask
 from gateway.settings import TOKEN_VARS, Settings, read_env_file
 from gateway.store import ConfigEdit, atomic_write, plan_config_update, set_env_var
+from gateway.upstream import one_off_session
 
 DEFAULT_MODEL = DEFAULT_PRIMARY
 TOKEN_VAR = "HF_TOKEN"
@@ -268,7 +267,7 @@ def check_token_now(settings: Settings, token: Secret) -> TokenCheck:
 
 
 async def _fetch(settings: Settings, token: Secret) -> Catalog:
-    async with aiohttp.ClientSession() as session:
+    async with one_off_session() as session:
         return await fetch_models(session, settings.config.hf.base_url, token, _timeout(settings))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 import click
 
 from gateway.catalog import Catalog
@@ -28,6 +27,7 @@ from gateway.errors import GatewayError
 from gateway.listing import ListedModel, list_models
 from gateway.refs import ModelRef, parse_ref
 from gateway.settings import Settings, current_paths
+from gateway.upstream import one_off_session
 
 
 @click.group(invoke_without_command=True)
@@ -40,7 +40,7 @@ def models(ctx: click.Context) -> None:
 
 async def _refresh(settings: Settings) -> Catalog:
     hf = settings.config.hf
-    async with aiohttp.ClientSession() as session:
+    async with one_off_session() as session:
         catalog = await fetch_models(
             session, hf.base_url, settings.hf_token, hf.discovery.timeout_seconds
         )
