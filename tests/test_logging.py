@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -9,7 +10,10 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from gateway.engine.record import LOG_DELAY, RequestLog, RequestRecord
+from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, SecretRedactor, batched_writes, setup_logging
+from gateway.refs import ModelRef
 from gateway.secret import Secret, clean_token, mask
 
 TOKEN = "hf_LoggedNeverSecret987654"
@@ -179,3 +183,33 @@ def test_secret_never_shows_itself() -> None:
 def test_clean_token(raw: str | None, clean: str | None) -> None:
     """CR/LF anywhere and white space around are removed; nothing left means no token."""
     assert clean_token(raw) == clean
+
+
+async def test_request_lines_go_out_a_slice_per_loop_turn_after_the_delay() -> None:
+    """20 finished requests: nothing before LOG_DELAY, then lines in slices of LOG_SLICE, one
+    write per slice and one slice per turn of the loop (a request arriving meanwhile waits for
+    one slice, not all 20 lines); flush() writes whatever is left at once."""
+
+    class Recording(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return super().write(text)
+
+    out = Recording()
+    setup_logging("info", "json", stream=out)
+    journal = RequestLog(Metrics())
+    ref = ModelRef("org/model-a")
+    for n in range(20):
+        journal.add(RequestRecord(f"r{n}", "chat", "coderclaw", False, [ref], started=0.0))
+    await asyncio.sleep(LOG_DELAY / 2)
+    assert out.writes == []
+    await asyncio.sleep(LOG_DELAY * 2)
+    assert len(out.writes) == 3  # 8 + 8 + 4 lines
+    assert [line["request_id"] for line in _lines(out)] == [f"r{n}" for n in range(20)]
+    journal.add(RequestRecord("late", "chat", "coderclaw", False, [ref], started=0.0))
+    journal.flush()
+    assert _lines(out)[-1]["request_id"] == "late"

@@ -15,8 +15,11 @@ from gateway.routing import Failure
 log = get_logger("gateway.proxy")
 # Upstream replies arrive in bursts, and every microsecond spent between a reply and its answer
 # delays the rest of the burst: a finished request's log line and counters wait this long, then
-# go out with the others finished meanwhile (one write). /metrics and shutdown flush them first.
+# go out with the others finished meanwhile. /metrics and shutdown flush them first.
 LOG_DELAY = 0.02
+# Written at most this many at a time, one slice per turn of the loop: a request that arrives
+# while the lines of the last 20 ms go out waits for one slice, not for all of them.
+LOG_SLICE = 8
 
 
 @dataclass(slots=True)
@@ -72,13 +75,23 @@ class RequestLog:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._finished: list[RequestRecord] = []
-        self._flush_at: asyncio.TimerHandle | None = None
+        self._flush_at: asyncio.Handle | None = None
 
     def add(self, record: RequestRecord) -> None:
         self._finished.append(record)
         if self._flush_at is None:
             loop = asyncio.get_running_loop()
-            self._flush_at = loop.call_later(LOG_DELAY, self.flush)
+            self._flush_at = loop.call_later(LOG_DELAY, self._flush_slice)
+
+    def _flush_slice(self) -> None:
+        """Write up to ``LOG_SLICE`` lines (one write), and come back next turn for the rest."""
+        self._flush_at = None
+        batch, self._finished = self._finished[:LOG_SLICE], self._finished[LOG_SLICE:]
+        with batched_writes():
+            for record in batch:
+                self._write(record)
+        if self._finished:
+            self._flush_at = asyncio.get_running_loop().call_soon(self._flush_slice)
 
     def flush(self) -> None:
         """Write the log lines and counters of the requests finished so far."""
