@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -69,7 +69,8 @@ def period_ttl(period: str) -> int:
 
 def breaker_ttl_ms(until_wall: float, now_wall: float) -> int:
     """Milliseconds an opening's key lives: to the end of the open time, plus the margin."""
-    return max(math.ceil((until_wall - now_wall + BREAKER_MARGIN_S) * 1000), 1)
+    # rounded first: (0.2 + 30) * 1000 is 30200.000000000004 in floats
+    return max(math.ceil(round((until_wall - now_wall + BREAKER_MARGIN_S) * 1000, 6)), 1)
 
 
 def glob_escape(text: str) -> str:
@@ -198,7 +199,9 @@ def masked_url(url: str) -> str:
         user, colon, _password = userinfo.partition(":")
         netloc = f"{user}:***@{host}" if colon else f"{userinfo}@{host}"
     query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # Built by hand: urlunsplit drops the "//" of an empty host (unix:///run/redis.sock).
+    text = f"{parts.scheme}://{netloc}{parts.path}"
+    return text + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def retry_delays(first: float, cap: float) -> Iterator[float]:

@@ -17,8 +17,16 @@ __all__ = ["RedisSection", "StateSection"]
 
 
 class _Section(BaseModel):
+    # hide_input_in_errors: a validation error must not print the URL as given (it may hold
+    # the password); pydantic takes it from the outermost model validated, and
+    # config.validate_config never prints a value_error's input either.
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, alias_generator=to_camel, populate_by_name=True
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
 
