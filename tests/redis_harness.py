@@ -14,9 +14,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,10 +33,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ping(port: int, password: str | None = None, timeout: float = 0.5) -> bool:
-    """True when a Redis answers on ``port`` (raw RESP, no client library)."""
+def ping(
+    port: int, password: str | None = None, timeout: float = 0.5, tls_ca: Path | None = None
+) -> bool:
+    """True when a Redis answers on ``port`` (raw RESP, no client library; over TLS checked
+    against ``tls_ca`` when given)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with contextlib.ExitStack() as stack:
+            s: socket.socket = stack.enter_context(
+                socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            )
+            if tls_ca is not None:
+                context = ssl.create_default_context(cafile=str(tls_ca))
+                s = stack.enter_context(context.wrap_socket(s, server_hostname="127.0.0.1"))
             if password:
                 s.sendall(f"AUTH {password}\r\n".encode())
                 if not s.recv(64).startswith(b"+OK"):
@@ -48,17 +59,21 @@ def ping(port: int, password: str | None = None, timeout: float = 0.5) -> bool:
 class RedisServer:
     """One ``redis-server`` process this test started (killed by its PID at the end)."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, password: str | None = None, tls: TlsFiles | None = None
+    ) -> None:
         assert REDIS_SERVER is not None
         self.dir = directory
         self.port = free_port()
         self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         args = [
@@ -72,11 +87,20 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            args[2] = "0"  # no plain port: TLS only
+            args += [
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert),
+                "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         log = (self.dir / "redis.log").open("ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         log.close()
         deadline = time.monotonic() + 10
-        while not ping(self.port, self.password):
+        while not ping(self.port, self.password, tls_ca=self.tls.ca if self.tls else None):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start: {self.log_tail()}")
             time.sleep(0.02)
@@ -106,6 +130,31 @@ class RedisServer:
                 s.recv(64)
             s.sendall(_resp(*args))
             return s.recv(1 << 20)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 it signed (``openssl``)."""
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr = directory / "server.pem", directory / "server.key", directory / "server.csr"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for args in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "1", "-subj", "/CN=coderclaw test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "1", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+    return TlsFiles(ca, cert, key)
 
 
 def _resp(*args: str) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +23,14 @@ from gateway.refs import parse_ref
 from gateway.shared import BreakerMirror, Listener, UsageDelta, UsageRow
 from gateway.shared.redis_state import RedisState
 from tests.gateway_harness import eventually
-from tests.redis_harness import REDIS_SERVER, SKIP_REASON, RedisServer, delay_proxy, redis_server
+from tests.redis_harness import (
+    REDIS_SERVER,
+    SKIP_REASON,
+    RedisServer,
+    delay_proxy,
+    make_tls_files,
+    redis_server,
+)
 
 __all__ = ["redis_server"]  # the fixture, used by name
 
@@ -445,3 +453,26 @@ async def test_every_key_the_layer_writes_has_a_ttl(
     assert keys_without_ttl(redis_server) == {}
     ttl = int(redis_server.command("TTL", "test:spend:daily:2026-12-01").decode().strip(":\r\n"))
     assert 2 * 86400 - 60 < ttl <= 2 * 86400
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+async def test_a_rediss_url_connects_over_tls_with_the_ca_given_in_the_url(tmp_path: Path) -> None:
+    """``rediss://`` is TLS with the certificate checked: with ``?ssl_ca_certs=`` naming the
+    CA the replica connects; without it the unknown CA is refused and the replica degrades."""
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    tls = make_tls_files(directory)
+    server = RedisServer(directory, tls=tls)
+    server.start()
+    try:
+        async with started(f"{server.url}?ssl_ca_certs={tls.ca}", "tls", Recorder()) as good:
+            assert good.status() == "redis"
+            admission = await good.try_spend(PERIODS, {"daily": 1.0, "monthly": None})
+            assert admission.source == "redis"
+        with structlog.testing.capture_logs() as logs:
+            async with started(server.url, "untrusted", Recorder()) as untrusted:
+                assert untrusted.status() == "degraded"
+        [line] = [x for x in logs if x["event"] == "shared_state_degraded"]
+        assert "certificate" in line["error"].lower()
+    finally:
+        server.kill()
