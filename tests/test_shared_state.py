@@ -253,7 +253,11 @@ async def test_a_shared_budget_serves_at_most_the_budget_plus_the_requests_in_fl
     a, b = pair
     figures = await _budget_race(a, b, budget_usd=0.30, cost_usd=0.01, requests=100)
     served, in_flight = figures["served"], figures["in_flight_when_reached"]
-    print(f"\nshared budget of 30: served {served}, in flight when reached {in_flight}")
+    trips = {name: a.round_trips[name] + b.round_trips[name] for name in ("try_spend", "add_spend")}
+    print(f"\nshared budget of 30: served {served}, in flight when reached {in_flight}, "
+          f"Redis round trips {trips} for 100 requests")  # fmt: skip
+    # one round trip per admission, one per answered request: none more
+    assert trips == {"try_spend": 100, "add_spend": served}
     assert in_flight is not None
     assert 30 <= served <= 30 + in_flight
     assert in_flight <= 9  # 10 clients, the one that reached it is done
@@ -315,8 +319,11 @@ async def test_redis_killed_mid_run_degrades_each_replica_once_and_both_rejoin(
         redis_server.kill()
         await eventually(lambda: a.status() == b.status() == "degraded", 2.0)
         spent_during = {"n": calls["n"]}
+        trips = {**a.round_trips}, {**b.round_trips}
         await asyncio.sleep(0.5)  # both replicas keep serving from local state
         spent_during["n"] = calls["n"] - spent_during["n"]
+        # while degraded, no call touched Redis
+        assert (a.round_trips, b.round_trips) == trips
         redis_server.restart()
         await eventually(lambda: a.status() == b.status() == "redis", 5.0)
         stop.set()
@@ -326,7 +333,8 @@ async def test_redis_killed_mid_run_degrades_each_replica_once_and_both_rejoin(
     for name in ("a", "b"):
         assert events.count(("shared_state_degraded", name)) == 1
         assert events.count(("shared_state_recovered", name)) == 1
-    assert calls["slowest_degraded"] < 0.005
+    # at once: far below the timeout (the bound is loose only for a loaded test machine)
+    assert calls["slowest_degraded"] < 0.05
     assert spent_during["n"] > 20
 
     # Shared state resumes: the outage's spend was written, and openings propagate again.
@@ -358,6 +366,7 @@ async def test_a_slow_redis_costs_one_timeout_then_calls_answer_at_once(
             # the estimate still knows the shared spend of 0.25 > 0.2
             assert (first.source, first.exceeded) == ("estimate", "daily")
             after = []
+            trips = dict(replica.round_trips)
             for _ in range(50):
                 t0 = time.perf_counter()
                 await replica.try_spend(PERIODS, {"daily": 1.0, "monthly": None})
@@ -366,7 +375,8 @@ async def test_a_slow_redis_costs_one_timeout_then_calls_answer_at_once(
             print(f"\nslow Redis: first call {first_s * 1000:.1f} ms, then at most "
                   f"{max(after) * 1000:.3f} ms")  # fmt: skip
             assert 0.05 <= first_s < 0.09
-            assert max(after) < 0.002
+            assert replica.round_trips == trips  # the degraded calls never touched Redis
+            assert max(after) < 0.02
             proxy.delay = 0.0
             await eventually(lambda: replica.status() == "redis", 5.0)
             await replica.close()

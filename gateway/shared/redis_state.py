@@ -116,6 +116,8 @@ class RedisState:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closers: set[asyncio.Task[None]] = set()
         self._logged_errors: set[str] = set()
+        # Redis round trips per call kind (for /metrics and the benchmark's per-request count).
+        self.round_trips: dict[str, int] = {}
         self._down_since = 0.0
         # Budgets while degraded: the last shared spend known, and what this replica added
         # since (written to Redis when it is back).
@@ -334,6 +336,7 @@ class RedisState:
         client = self._client
         if client is None or self._status != "redis":
             raise _Down
+        self.round_trips[name] = self.round_trips.get(name, 0) + 1
         try:
             async with asyncio.timeout(self.timeout):
                 return await op(client)
@@ -413,6 +416,11 @@ class RedisState:
         except (RedisError, OSError, TimeoutError, ValueError) as exc:
             await self._close_clients(client, pubsub_client, pubsub)
             return self._describe(exc)
+        except Exception as exc:
+            # Not an outage but a surprise (a bug, an odd server): still keep retrying.
+            log.error("shared_state_connect_failed", error=self._describe(exc), exc_info=True)
+            await self._close_clients(client, pubsub_client, pubsub)
+            return self._describe(exc)
         if self._closed:
             await self._close_clients(client, pubsub_client, pubsub)
             return "closed"
@@ -481,6 +489,9 @@ class RedisState:
                     self._deliver(event)
         except (RedisError, OSError) as exc:
             self._degrade(exc)
+            return
+        # Unsubscribed under us: without the channel this replica would miss openings.
+        self._degrade(ConnectionError("the subscription ended"))
 
     def _deliver(self, event: Opening | Closing) -> None:
         listener = self._listener
