@@ -112,7 +112,6 @@ class RedisState:
         self._admit: AsyncScript | None = None
         self._spend: AsyncScript | None = None
         self._subscriber: asyncio.Task[None] | None = None
-        self._reconnect: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closers: set[asyncio.Task[None]] = set()
         self._logged_errors: set[str] = set()
@@ -122,7 +121,8 @@ class RedisState:
         # Budgets while degraded: the last shared spend known, and what this replica added
         # since (written to Redis when it is back).
         self._book = SpendBook()
-        # Hedging statistics: this replica's buffered times, and the stream positions read.
+        # Hedging statistics: this replica's buffered times, and the stream positions read
+        # (kept across a reconnection: stream ids grow with time, even in a restarted Redis).
         self._ttft_out: dict[str, list[float]] = {}
         self._ttft_seen: dict[str, str] = {}
         self._tracked: OrderedDict[str, None] = OrderedDict()
@@ -141,7 +141,7 @@ class RedisState:
         error = await self._connect()
         if error is not None:
             self._log_degraded(error)
-            self._reconnect = self._spawn(self._reconnect_loop())
+            self._spawn(self._reconnect_loop())
 
     async def close(self) -> None:
         """Stop every task and close the connections (bounded by ``connect_timeout``)."""
@@ -369,7 +369,7 @@ class RedisState:
         )
         self._closers.add(closer)
         closer.add_done_callback(self._closers.discard)
-        self._reconnect = self._spawn(self._reconnect_loop())
+        self._spawn(self._reconnect_loop())
 
     def _log_degraded(self, error: str) -> None:
         self._down_since = self._clock.monotonic()
@@ -427,7 +427,6 @@ class RedisState:
         self._client, self._pubsub_client, self._pubsub = client, pubsub_client, pubsub
         self._admit = client.register_script(ADMIT)
         self._spend = client.register_script(SPEND)
-        self._ttft_seen.clear()  # read each stream from its start again: seeds the stats
         self._status = "redis"
         self._subscriber = self._spawn(self._subscribe_loop(pubsub))
         for opening in openings:
