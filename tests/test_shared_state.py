@@ -486,3 +486,18 @@ async def test_a_rediss_url_connects_over_tls_with_the_ca_given_in_the_url(tmp_p
         assert "certificate" in line["error"].lower()
     finally:
         server.kill()
+
+
+async def test_a_foreign_key_under_the_prefix_is_an_error_logged_once_not_an_outage(
+    redis_server: RedisServer, pair: tuple[RedisState, RedisState]
+) -> None:
+    """Another program wrote a hash where a spend counter belongs: Redis answers with an error,
+    the call gives the local estimate, one line is logged, and the state stays ``redis``."""
+    a, _ = pair
+    redis_server.command("HSET", f"test:spend:daily:{PERIODS['daily']}", "x", "1")
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            admission = await a.try_spend(PERIODS, {"daily": 1.0, "monthly": None})
+            assert (admission.admitted, admission.source) == (True, "estimate")
+    assert a.status() == "redis"
+    assert [line["event"] for line in logs] == ["shared_state_error"]
