@@ -14,9 +14,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from structlog.testing import capture_logs
 
 from tests.fake_router import FakeRouter, Reply
 from tests.gateway_harness import run_gateway
@@ -387,3 +389,107 @@ async def test_the_openai_agents_sdk_runs_a_tool_agent_with_its_default_model_pr
     second = router.chat_requests()[-1].json["messages"]
     assert second[-1]["role"] == "tool"
     assert "18 degrees celsius" in second[-1]["content"]
+
+
+async def test_the_log_line_and_metrics_carry_the_dialect_and_dropped_tools_are_logged(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """The engine's request log line says ``dialect="responses"`` (``chat`` for a chat
+    completion), ``/metrics`` counts requests per dialect, and an offered hosted tool gets one
+    ``responses_tools_dropped`` line naming it."""
+    with capture_logs() as logs:
+        async with serve(isolated_home, router) as (client, base):
+            await client.responses.create(
+                model="coderclaw", input="Hi", tools=[{"type": "web_search"}, WEATHER_TOOL]
+            )
+            await events_of(
+                await client.responses.create(model="coderclaw", input="Hi", stream=True)
+            )
+            await client.chat.completions.create(
+                model="coderclaw", messages=[{"role": "user", "content": "Hi"}]
+            )
+            async with aiohttp.ClientSession() as http, http.get(f"{base[:-3]}/metrics") as got:
+                metrics = await got.text()
+    lines = [e for e in logs if e["event"] == "chat_completion"]
+    assert sorted((e["dialect"], e["stream"]) for e in lines) == [
+        ("chat", False),
+        ("responses", False),
+        ("responses", True),
+    ]
+    dropped = [e for e in logs if e["event"] == "responses_tools_dropped"]
+    assert [e["tools"] for e in dropped] == [["web_search"]]
+    assert 'coderclaw_dialect_requests_total{dialect="responses",outcome="ok"} 2.0' in metrics
+    assert 'coderclaw_dialect_requests_total{dialect="chat",outcome="ok"} 1.0' in metrics
+
+
+async def test_input_items_page_with_after_limit_and_order_and_delete_answers_openais_shape(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """``input_items`` lists this request's own items (newest first by default) in pages of
+    ``limit`` continued by ``after``; a bad ``limit``/``order``/``after`` is a 400 naming it;
+    ``DELETE`` answers ``{id, object: "response", deleted: true}``, then 404."""
+    said = [{"role": "user", "content": f"message {n}"} for n in range(3)]
+    async with serve(isolated_home, router) as (client, base):
+        created = await client.responses.create(model="coderclaw", input=said)  # type: ignore[arg-type]
+        texts = lambda page: [item.content[0].text for item in page.data]  # noqa: E731
+        newest = await client.responses.input_items.list(created.id, limit=2)
+        assert texts(newest) == ["message 2", "message 1"]
+        assert newest.has_more is True
+        rest = await client.responses.input_items.list(created.id, limit=2, after=newest.last_id)
+        assert (texts(rest), rest.has_more) == (["message 0"], False)
+        oldest = await client.responses.input_items.list(created.id, order="asc")
+        assert texts(oldest) == ["message 0", "message 1", "message 2"]
+        for query, param in (
+            ({"limit": 0}, "limit"),
+            ({"order": "sideways"}, "order"),
+            ({"after": "msg_unknown"}, "after"),
+        ):
+            with pytest.raises(openai.BadRequestError) as bad:
+                await client.responses.input_items.list(created.id, **query)  # type: ignore[arg-type]
+            assert bad.value.param == param
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(f"{base}/responses/{created.id}") as deleted:
+                assert deleted.status == 200
+                assert await deleted.json() == {
+                    "id": created.id,
+                    "object": "response",
+                    "deleted": True,
+                }
+            async with http.delete(f"{base}/responses/{created.id}") as again:
+                assert again.status == 404
+                assert (await again.json())["error"]["type"] == "invalid_request_error"
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.input_items.list(created.id)
+
+
+async def test_a_streamed_answer_also_names_the_dropped_hosted_tools(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """``x-coderclaw-dropped-tools`` is on a stream's headers too, with the engine's own."""
+    async with serve(isolated_home, router) as (client, _):
+        raw = await client.responses.with_raw_response.create(
+            model="coderclaw",
+            input="Hi",
+            stream=True,
+            tools=[{"type": "web_search"}, {"type": "code_interpreter", "container": "auto"}],
+        )
+        await events_of(raw.parse())
+    assert raw.headers["x-coderclaw-dropped-tools"] == "web_search,code_interpreter"
+    assert raw.headers["x-coderclaw-model"] == REF_A
+    assert "tools" not in router.chat_requests()[-1].json
+
+
+async def test_without_a_hugging_face_token_a_response_is_the_same_503_as_chat(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """No HF token: 503 ``no_upstream_token`` that says to run onboarding; nothing is sent."""
+    async with (
+        run_gateway(isolated_home, router, token=None, timeouts=FAST) as (base, _),
+        AsyncOpenAI(base_url=base, api_key="sk-unused", max_retries=0) as client,
+    ):
+        with pytest.raises(openai.InternalServerError) as info:
+            await client.responses.create(model="coderclaw", input="Hi")
+    assert info.value.status_code == 503
+    assert info.value.code == "no_upstream_token"
+    assert "coderclaw onboard" in info.value.message
+    assert router.chat_requests() == []
