@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import agents
 import aiohttp
 import openai
 import pytest
@@ -369,7 +370,6 @@ async def test_the_openai_agents_sdk_runs_a_tool_agent_with_its_default_model_pr
 ) -> None:
     """openai-agents' default provider speaks the Responses API: the agent calls its function
     tool, gets the result, and answers."""
-    agents = pytest.importorskip("agents")
     seen: list[str] = []
 
     @agents.function_tool
