@@ -493,3 +493,30 @@ async def test_without_a_hugging_face_token_a_response_is_the_same_503_as_chat(
     assert info.value.code == "no_upstream_token"
     assert "coderclaw onboard" in info.value.message
     assert router.chat_requests() == []
+
+
+async def test_a_streamed_response_is_stored_before_its_last_event_and_can_be_continued(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """A stream's response is in the store by the time the client has read
+    ``response.completed``: the next turn sent at once with ``previous_response_id`` finds it,
+    its function call included, and the router receives the whole conversation."""
+    router.script(A, Reply(tool_calls=True), Reply(content="Sunny."))
+    async with serve(isolated_home, router) as (client, _):
+        async with client.responses.stream(
+            model="coderclaw", input="Weather in Paris?", tools=[WEATHER_TOOL]
+        ) as stream:
+            first = await stream.get_final_response()
+        (call,) = [item for item in first.output if item.type == "function_call"]
+        second = await client.responses.create(
+            model="coderclaw",
+            previous_response_id=first.id,
+            tools=[WEATHER_TOOL],
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 C"}],
+        )
+        assert (await client.responses.retrieve(first.id)).status == "completed"
+    assert second.output_text == "Sunny."
+    sent = router.chat_requests()[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[1]["tool_calls"][0]["id"] == call.call_id
+    assert sent[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "18 C"}
