@@ -126,10 +126,14 @@ async def stream_once(http: aiohttp.ClientSession, url: str, d: Dialect, load: L
                 await resp.read()
                 load.errors[f"http_{resp.status}"] += 1
                 return
-            tail = b""
+            # The end marker is looked for in the whole stream, not in its last bytes: a
+            # Responses stream's last event carries the whole response after its marker.
+            tail, ended = b"", False
             async for piece in resp.content.iter_any():
-                tail = (tail + piece)[-200:]
-            if d.end in tail:
+                seen = tail + piece
+                ended = ended or d.end in seen
+                tail = seen[-len(d.end) :]
+            if ended:
                 load.ok += 1
             else:
                 load.errors["truncated"] += 1

@@ -74,6 +74,198 @@ _CHAT_RESPONSES: dict[str, Any] = {
     "504": _error_response("Every model timed out, or the request's time budget ran out"),
 }
 
+# ------------------------------------------------------------- the Responses API (§10.1)
+
+_RESPONSE_ID = {
+    "name": "response_id",
+    "in": "path",
+    "required": True,
+    "description": "The `id` of a response created with `store` not false",
+    "schema": {"type": "string", "minLength": 1},
+}
+_RESPONSE_NOT_FOUND = _error_response(
+    "No stored response has this id (never stored, deleted, or past "
+    "gateway.responses.retentionHours)"
+)
+_STORE_UNAVAILABLE = _error_response("The gateway's database cannot be read right now")
+
+_RESPONSES_PATHS: dict[str, Any] = {
+    "/v1/responses": {
+        "post": {
+            "operationId": "createResponse",
+            "summary": "A Response (OpenAI Responses API) through the configured chain, "
+            "translated to one chat completion upstream",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ResponseRequest"}}
+                },
+            },
+            "responses": {
+                **_CHAT_RESPONSES,
+                "200": {
+                    "description": "The Response: a JSON object, or a server-sent event stream "
+                    "when `stream` is true, ending with exactly one of `response.completed`, "
+                    "`response.incomplete` or `response.failed`.",
+                    "headers": {
+                        **_CHAT_RESPONSES["200"]["headers"],
+                        "x-coderclaw-dropped-tools": {
+                            "description": "The hosted tools offered but not sent upstream "
+                            "(the gateway cannot run them), comma separated",
+                            "schema": {"type": "string"},
+                        },
+                    },
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Response"}},
+                        "text/event-stream": {
+                            "schema": {"$ref": "#/components/schemas/ResponseStreamEvent"}
+                        },
+                    },
+                },
+                "400": _error_response(
+                    "The body is not a Responses request the gateway can translate; `param` "
+                    "names the field"
+                ),
+                "404": _error_response(
+                    "The model named in `model`, or the `previous_response_id`, does not exist"
+                ),
+                "503": _error_response(
+                    "Every model is unavailable, no Hugging Face token is configured, or the "
+                    "store cannot be read for `previous_response_id`"
+                ),
+            },
+        }
+    },
+    "/v1/responses/{response_id}": {
+        "get": {
+            "operationId": "retrieveResponse",
+            "summary": "A stored response",
+            "parameters": [_RESPONSE_ID],
+            "responses": {
+                "200": _json_response("The Response", {"$ref": "#/components/schemas/Response"}),
+                "401": _UNAUTHORIZED,
+                "404": _RESPONSE_NOT_FOUND,
+                "503": _STORE_UNAVAILABLE,
+            },
+        },
+        "delete": {
+            "operationId": "deleteResponse",
+            "summary": "Delete a stored response",
+            "parameters": [_RESPONSE_ID],
+            "responses": {
+                "200": _json_response(
+                    "Deleted",
+                    {
+                        "type": "object",
+                        "required": ["id", "object", "deleted"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "object": {"const": "response"},
+                            "deleted": {"const": True},
+                        },
+                    },
+                ),
+                "401": _UNAUTHORIZED,
+                "404": _RESPONSE_NOT_FOUND,
+                "503": _STORE_UNAVAILABLE,
+            },
+        },
+    },
+    "/v1/responses/{response_id}/input_items": {
+        "get": {
+            "operationId": "listResponseInputItems",
+            "summary": "The input items of a stored response, one page at a time",
+            "parameters": [
+                _RESPONSE_ID,
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "List the items after this item id",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "description": "Items per page (default 20)",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                },
+                {
+                    "name": "order",
+                    "in": "query",
+                    "description": "`desc` (newest first, the default) or `asc`",
+                    "schema": {"enum": ["asc", "desc"]},
+                },
+            ],
+            "responses": {
+                "200": _json_response(
+                    "One page of items",
+                    {
+                        "type": "object",
+                        "required": ["object", "data", "first_id", "last_id", "has_more"],
+                        "properties": {
+                            "object": {"const": "list"},
+                            "data": {"type": "array", "items": {"type": "object"}},
+                            "first_id": _NULLABLE_STRING,
+                            "last_id": _NULLABLE_STRING,
+                            "has_more": {"type": "boolean"},
+                        },
+                    },
+                ),
+                "400": _error_response("`limit`, `order` or `after` is not valid"),
+                "401": _UNAUTHORIZED,
+                "404": _RESPONSE_NOT_FOUND,
+                "503": _STORE_UNAVAILABLE,
+            },
+        }
+    },
+}
+
+_RESPONSES_SCHEMAS: dict[str, Any] = {
+    "ResponseRequest": {
+        "type": "object",
+        "required": ["input"],
+        "additionalProperties": True,
+        "properties": {
+            "model": {
+                "type": ["string", "null"],
+                "description": "`coderclaw` (the chain), an alias or a model ref; absent "
+                "means the chain",
+            },
+            "input": {"type": ["string", "array"], "items": {"type": "object"}},
+            "instructions": _NULLABLE_STRING,
+            "stream": {"type": ["boolean", "null"]},
+            "store": {"type": ["boolean", "null"]},
+            "previous_response_id": _NULLABLE_STRING,
+        },
+    },
+    "Response": {
+        "type": "object",
+        "required": ["id", "object", "created_at", "status", "model", "output"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response"},
+            "created_at": {"type": "integer"},
+            "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
+            "model": {"type": "string", "description": "The ref that served it"},
+            "output": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": ["object", "null"]},
+        },
+    },
+    "ResponseStreamEvent": {
+        "description": "One server-sent event: `event` is the Responses event type and `data` "
+        "its JSON, with `type` and `sequence_number`",
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {"type": "string", "minLength": 1},
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+    },
+}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -100,6 +292,7 @@ SPEC: dict[str, Any] = {
                 "responses": _CHAT_RESPONSES,
             }
         },
+        **_RESPONSES_PATHS,
         "/v1/models": {
             "get": {
                 "operationId": "listModels",
@@ -211,6 +404,7 @@ SPEC: dict[str, Any] = {
             }
         },
         "schemas": {
+            **_RESPONSES_SCHEMAS,
             "Error": {
                 "type": "object",
                 "required": ["error"],

@@ -32,6 +32,7 @@ from gateway.app_state import (
     LiveSettings,
     Traffic,
 )
+from gateway.dialects import responses_http
 from gateway.dialects.chat import chat_completions, json_error
 from gateway.discovery import CatalogRefresher
 from gateway.engine import ChainEngine, Clock, SystemClock
@@ -400,6 +401,7 @@ def make_app(
     app.cleanup_ctx.append(_resources(session))
     app.on_response_prepare.append(_send_cors_headers)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    responses_http.register(app)  # /v1/responses and the stored responses
     app.router.add_get("/v1/models", list_models_handler)
     app.router.add_get("/v1/models/{model_id:.+}", get_model)
     app.router.add_get("/healthz", healthz)

@@ -1000,6 +1000,37 @@ def test_usage_maps_to_the_responses_shape(usage: Any, expected: dict[str, int] 
     assert got.output_tokens_details.reasoning_tokens == expected["reasoning"]
 
 
+COST_CASES: list[tuple[str, dict[str, Any], Any]] = [
+    ("a known price", {"prompt_tokens": 1, "completion_tokens": 1, "cost": 0.00042}, 0.00042),
+    ("no price known", {"prompt_tokens": 1, "completion_tokens": 1, "cost": None}, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("usage", "cost"), [c[1:] for c in COST_CASES], ids=[c[0] for c in COST_CASES]
+)
+def test_the_engines_cost_is_kept_in_the_responses_usage(usage: dict[str, Any], cost: Any) -> None:
+    """A ``cost`` key the engine put into the chat usage (USD, or None) is in the Response's
+    usage too, in the non-stream object and in the streamed final one."""
+    got = translate(completion({"role": "assistant", "content": "x"}, usage=usage)).usage
+    assert got is not None and got.model_extra == {"cost": cost}
+    stream = ResponsesStream(
+        ChatRequest(body={}, stream=True, model=None, input_items=[]),
+        response_id="resp_1",
+        created_at=1,
+    )
+    stream.start("huggingface/org/m")
+    stream.feed({"choices": [], "usage": usage})
+    stream.finish()
+    assert stream.response["usage"]["cost"] == cost
+
+
+def test_usage_without_a_cost_key_has_none() -> None:
+    """Before the engine prices requests (or for a usage without it), no ``cost`` appears."""
+    got = translate(completion({"role": "assistant", "content": "x"}, usage={"prompt_tokens": 1}))
+    assert got.usage is not None and "cost" not in (got.usage.model_extra or {})
+
+
 def test_response_echoes_the_request() -> None:
     """instructions, metadata, temperature, max_output_tokens, tool_choice and tools are echoed."""
     request = chat_request(

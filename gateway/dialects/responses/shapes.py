@@ -85,7 +85,8 @@ def reasoning_of(source: Mapping[str, Any]) -> str | None:
 
 
 def usage_from_chat(usage: Any) -> dict[str, Any] | None:
-    """Chat ``usage`` in the Responses shape, or None when the upstream sent none."""
+    """Chat ``usage`` in the Responses shape, or None when the upstream sent none; a ``cost``
+    the engine put into it is kept."""
     if not isinstance(usage, dict):
         return None
     prompt = _int(usage.get("prompt_tokens"))
@@ -100,13 +101,16 @@ def usage_from_chat(usage: Any) -> dict[str, Any] | None:
         if isinstance(completion_details, dict)
         else 0
     )
-    return {
+    out: dict[str, Any] = {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": total,
     }
+    if "cost" in usage:  # the engine's price of the request (USD, or None when unknown)
+        out["cost"] = usage["cost"]
+    return out
 
 
 def _int(value: Any) -> int:
