@@ -148,6 +148,8 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         request[CORS_HEADERS] = verdict.headers
         if verdict.preflight:
             return web.Response(status=204, headers={"x-request-id": request_id})
+        if request.method == "HEAD" and request.path in messages_http.PROBE_PATHS:
+            return web.Response(status=200, headers={"x-request-id": request_id})
         token = settings.gateway_token
         metrics = request.path == "/metrics" and not section.metrics.public
         if (
@@ -459,5 +461,5 @@ def make_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/openapi.json", openapi_handler)
-    messages_http.register(app)  # /v1/messages, count_tokens, the HEAD probes
+    messages_http.register(app)  # /v1/messages, /v1/messages/count_tokens
     return app

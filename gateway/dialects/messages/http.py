@@ -3,7 +3,8 @@
 ``POST /v1/messages`` (stream and not; ``?beta=true`` accepted) translates the body with
 ``chat_request`` into one upstream chat request and runs it through the app's engine with a
 ``MessagesSink``; ``POST /v1/messages/count_tokens`` answers from ``estimate_tokens`` without a
-router call; ``HEAD /`` and ``HEAD /api/hello`` answer Claude Code's reachability probes.
+router call; ``HEAD /`` and ``HEAD /api/hello`` (``PROBE_PATHS``, answered by the front door)
+are Claude Code's reachability probes.
 ``models_list`` / ``model_answer`` render ``GET /v1/models`` Anthropic's way (the server
 calls them when the request carries ``anthropic-version``).
 
@@ -326,9 +327,9 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def probe(request: web.Request) -> web.StreamResponse:
-    """``HEAD /`` and ``HEAD /api/hello``: Claude Code's reachability probes get a 200."""
-    return web.Response(status=200)
+# Claude Code's reachability probes, answered 200 by the front door (not routes: a route on
+# ``/`` would turn ``GET /`` from 404 into 405).
+PROBE_PATHS = frozenset({"/", "/api/hello"})
 
 
 # -- GET /v1/models, Anthropic's way ---------------------------------------------------------
@@ -366,8 +367,6 @@ def model_answer(obj: Mapping[str, Any]) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    """The Messages routes and the probes."""
+    """The Messages routes (``?beta=true``, which Claude Code adds, is accepted and ignored)."""
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
-    app.router.add_route("HEAD", "/", probe)
-    app.router.add_route("HEAD", "/api/hello", probe)
