@@ -259,6 +259,10 @@ SPEC: dict[str, Any] = {
             "get": {
                 "operationId": "listModels",
                 "summary": "The chain name, the configured models, their aliases, the catalog",
+                "description": "A request with an `anthropic-version` header (the Anthropic "
+                "SDKs, Claude Code) gets Anthropic's list format instead: `data` of "
+                "`{type: model, id, display_name, created_at}`, `has_more`, `first_id`, "
+                "`last_id`, paged by `limit`, `after_id` and `before_id`.",
                 "responses": {
                     "200": _json_response(
                         "The model list",

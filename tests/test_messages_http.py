@@ -442,17 +442,17 @@ async def test_a_committed_stream_that_falls_silent_gets_pings() -> None:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         request[REQUEST_ID] = "test"
-        sink = MessagesSink(request, wanted, "msg_test", ping_seconds=0.05)
+        sink = MessagesSink(request, wanted, "msg_test", ping_seconds=0.1)
         try:
             out = await sink.commit(parse_ref(REF_A), None, {})
-            await asyncio.sleep(0.18)  # silent: pings at about 0.05, 0.10, 0.15
+            await asyncio.sleep(0.35)  # silent: pings at about 0.1, 0.2, 0.3
             delta = {"index": 0, "delta": {"content": "hi"}, "finish_reason": None}
-            for _ in range(6):  # chunks every 0.02 s: no ping in between
+            for _ in range(8):  # chunks every 0.02 s: no ping in between
                 await sink.chunks([{"choices": [delta]}])
                 await asyncio.sleep(0.02)
             await sink.chunks([{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}])
             await sink.finish()
-            await asyncio.sleep(0.12)  # after the end: nothing more
+            await asyncio.sleep(0.25)  # after the end: nothing more
             return out
         finally:
             sink.close()
