@@ -29,7 +29,7 @@ from gateway.config_routing import BreakerSection, HedgeSection, RescueMode
 from gateway.errors import ConfigError, RefError
 from gateway.guard import normalize_host_name, normalize_origin, split_host
 from gateway.ledger.config import BudgetConfig, ResponsesConfig, UsageConfig
-from gateway.refs import ModelRef, parse_ref
+from gateway.refs import ModelRef, is_chain_name, parse_ref
 
 
 class _Section(BaseModel):
@@ -534,6 +534,28 @@ def check_refs(config: Config, file: str, text: str | None = None) -> None:
                 hint="use huggingface/<org>/<model>[:fastest|:cheapest|:<provider>]",
             ) from None
     _check_aliases(config, file, text)
+    _check_model_map(config, file, text)
+
+
+def _check_model_map(config: Config, file: str, text: str | None) -> None:
+    """Each ``gateway.anthropic.modelMap`` target is a chain name, an alias or a ref."""
+    aliases = {
+        (opts.alias or "").strip().lower() for opts in config.agents.defaults.models.values()
+    }
+    for glob, target in config.gateway.anthropic.model_map.items():
+        if is_chain_name(target) or target.strip().lower() in aliases:
+            continue
+        try:
+            parse_ref(target)
+        except RefError as exc:
+            loc = ("gateway", "anthropic", "modelMap", glob)
+            raise ConfigError(
+                f"{target!r} is not a chain name, an alias or a model ref ({exc.reason})",
+                file=file,
+                path=f'gateway.anthropic.modelMap["{glob}"]',
+                line=_find_line(text, loc),
+                hint='map to "coderclaw" (the chain), an alias, or huggingface/<org>/<model>',
+            ) from None
 
 
 def _check_aliases(config: Config, file: str, text: str | None) -> None:

@@ -215,6 +215,94 @@ _RESPONSES_PATHS: dict[str, Any] = {
                 "401": _UNAUTHORIZED,
                 "404": _RESPONSE_NOT_FOUND,
                 "503": _STORE_UNAVAILABLE,
+# -- the Anthropic Messages API (errors in Anthropic's shape) ------------------------------
+
+_ANTHROPIC_ERROR = {"$ref": "#/components/schemas/AnthropicError"}
+
+
+def _anthropic_error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}},
+        "content": {"application/json": {"schema": _ANTHROPIC_ERROR}},
+    }
+
+
+_ANTHROPIC_BODY_ERRORS: dict[str, Any] = {
+    "400": _anthropic_error("`invalid_request_error`: the body is not a valid Messages request"),
+    "401": _anthropic_error(
+        "`authentication_error`: missing or wrong gateway token (sent as `x-api-key` or "
+        "`Authorization: Bearer`), or Hugging Face rejected its token"
+    ),
+    "404": _anthropic_error("`not_found_error`: no model has this name"),
+    "408": _anthropic_error("The client stopped sending its body (gateway.timeouts.idleSeconds)"),
+    "413": _anthropic_error("`request_too_large`: the body is larger than maxBodyBytes"),
+}
+
+_MESSAGES_RESPONSES: dict[str, Any] = {
+    "200": {
+        "description": "The message: a JSON object, or a server-sent event stream when "
+        "`stream` is true (`message_start` … `message_stop`, `ping` during silence). A stream "
+        "that fails after `message_start` ends with `event: error` and no `message_stop`.",
+        "headers": _CHAT_RESPONSES["200"]["headers"],
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/AnthropicMessage"}},
+            "text/event-stream": {"schema": {"$ref": "#/components/schemas/StreamEvent"}},
+        },
+    },
+    **_ANTHROPIC_BODY_ERRORS,
+    "402": _anthropic_error("`billing_error`: Hugging Face credits are exhausted"),
+    "403": _anthropic_error("`permission_error`: the Hugging Face token may not call them"),
+    "429": {
+        **_anthropic_error("`rate_limit_error`: every model of the chain is rate limited"),
+        "headers": _CHAT_RESPONSES["429"]["headers"],
+    },
+    "502": _anthropic_error("`api_error`: every model of the chain failed"),
+    "503": _anthropic_error("`api_error`: no Hugging Face token is configured"),
+    "504": _anthropic_error("`api_error`: every model timed out, or the time budget ran out"),
+    "529": _anthropic_error("`overloaded_error`: every model of the chain answered 503"),
+}
+
+_MESSAGES_PATHS: dict[str, Any] = {
+    "/v1/messages": {
+        "post": {
+            "operationId": "createMessage",
+            "summary": "An Anthropic Messages request through the configured chain",
+            "description": "`claude-…` names map through gateway.anthropic.modelMap; "
+            "`?beta=true` is accepted. The gateway token may be sent as `x-api-key`.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/AnthropicMessagesRequest"}
+                    }
+                },
+            },
+            "responses": _MESSAGES_RESPONSES,
+        }
+    },
+    "/v1/messages/count_tokens": {
+        "post": {
+            "operationId": "countMessageTokens",
+            "summary": "The input tokens of a Messages request, estimated without the router",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/AnthropicCountTokensRequest"}
+                    }
+                },
+            },
+            "responses": {
+                "200": _json_response(
+                    "The estimate",
+                    {
+                        "type": "object",
+                        "required": ["input_tokens"],
+                        "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+                    },
+                ),
+                **_ANTHROPIC_BODY_ERRORS,
             },
         }
     },
@@ -262,6 +350,64 @@ _RESPONSES_SCHEMAS: dict[str, Any] = {
             "event": {"type": "string"},
             "id": {"type": "string"},
             "retry": {"type": "integer"},
+_ANTHROPIC_MESSAGE_PARAM = {
+    "type": "object",
+    "required": ["role", "content"],
+    "additionalProperties": True,
+    "properties": {
+        "role": {"enum": ["user", "assistant"]},
+        "content": {"type": ["string", "array"]},
+    },
+}
+
+_ANTHROPIC_SCHEMAS: dict[str, Any] = {
+    "AnthropicError": {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "AnthropicMessagesRequest": {
+        "type": "object",
+        "required": ["model", "max_tokens", "messages"],
+        "additionalProperties": True,
+        "properties": {
+            "model": {"type": "string"},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "messages": {"type": "array", "items": _ANTHROPIC_MESSAGE_PARAM},
+            "system": {"type": ["string", "array"]},
+            "stream": {"type": "boolean"},
+        },
+    },
+    "AnthropicCountTokensRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "additionalProperties": True,
+        "properties": {
+            "model": {"type": "string"},
+            "messages": {"type": "array", "items": _ANTHROPIC_MESSAGE_PARAM},
+            "system": {"type": ["string", "array"]},
+        },
+    },
+    "AnthropicMessage": {
+        "type": "object",
+        "required": ["id", "type", "role", "model", "content", "stop_reason", "usage"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
+            "model": {"type": "string", "description": "The ref that served it"},
+            "content": {"type": "array"},
+            "stop_reason": {"type": ["string", "null"]},
+            "stop_sequence": _NULLABLE_STRING,
+            "usage": {"type": "object"},
         },
     },
 }
@@ -297,6 +443,10 @@ SPEC: dict[str, Any] = {
             "get": {
                 "operationId": "listModels",
                 "summary": "The chain name, the configured models, their aliases, the catalog",
+                "description": "A request with an `anthropic-version` header (the Anthropic "
+                "SDKs, Claude Code) gets Anthropic's list format instead: `data` of "
+                "`{type: model, id, display_name, created_at}`, `has_more`, `first_id`, "
+                "`last_id`, paged by `limit`, `after_id` and `before_id`.",
                 "responses": {
                     "200": _json_response(
                         "The model list",
@@ -336,6 +486,7 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        **_MESSAGES_PATHS,
         "/healthz": {
             "get": {
                 "operationId": "health",
@@ -491,6 +642,7 @@ SPEC: dict[str, Any] = {
                     "source": {"type": "string"},
                 },
             },
+            **_ANTHROPIC_SCHEMAS,
             "Readiness": {
                 "type": "object",
                 "required": ["status"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -34,6 +34,7 @@ from gateway.app_state import (
 )
 from gateway.dialects import responses_http
 from gateway.dialects.chat import chat_completions, json_error
+from gateway.dialects.messages import http as messages_http
 from gateway.discovery import CatalogRefresher
 from gateway.engine import ChainEngine, Clock, SystemClock
 from gateway.errors import RefError
@@ -56,7 +57,15 @@ log = get_logger("gateway.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-__all__ = ["REQUEST_ID", "begin_drain", "front_door", "json_error", "make_app", "readiness"]
+__all__ = [
+    "REQUEST_ID",
+    "begin_drain",
+    "error_shape_for",
+    "front_door",
+    "json_error",
+    "make_app",
+    "readiness",
+]
 
 
 _STATUS_TYPES = {
@@ -77,12 +86,39 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_request_ids):08x}"
 
 
+def error_shape_for(path: str, headers: Mapping[str, str]) -> str:
+    """``"anthropic"`` for the Messages API's routes (and ``/v1/models*`` asked by an Anthropic
+    client, which sends ``anthropic-version``), ``"openai"`` for every other route."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/v1/models") and messages_http.ANTHROPIC_VERSION in headers:
+        return "anthropic"
+    return "openai"
+
+
+def _error(
+    request: web.Request,
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """The front door's error in the shape of the route (``error_shape_for``)."""
+    if error_shape_for(request.path, request.headers) == "anthropic":
+        kind = "permission_error" if status == 403 else None
+        return messages_http.error_json(status, message, kind, headers=headers)
+    return json_error(status, message, type_, code, param, headers=headers)
+
+
 @web.middleware
 async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request: an id, a place among the requests in flight (for the drain), the origin
     and Host guards (``gateway.guard``; an allowed origin's preflight is answered here), the
-    gateway token on ``/v1/*`` and ``/metrics``, and an OpenAI-shaped JSON body for every
-    error the app raises."""
+    gateway token on ``/v1/*`` and ``/metrics`` (``Authorization: Bearer`` or ``x-api-key``),
+    and a JSON body for every error the app raises: Anthropic's shape on the Messages API's
+    routes, OpenAI's elsewhere (``error_shape_for``)."""
     request_id = new_request_id()
     request[REQUEST_ID] = request_id
     traffic = request.app[TRAFFIC]
@@ -102,7 +138,8 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
             local=_local_address(request),
         )
         if isinstance(verdict, guard.Refused):
-            return json_error(
+            return _error(
+                request,
                 403,
                 verdict.message,
                 "permission_error",
@@ -112,17 +149,25 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         request[CORS_HEADERS] = verdict.headers
         if verdict.preflight:
             return web.Response(status=204, headers={"x-request-id": request_id})
+        if request.method == "HEAD" and request.path in messages_http.PROBE_PATHS:
+            return web.Response(status=200, headers={"x-request-id": request_id})
         token = settings.gateway_token
         metrics = request.path == "/metrics" and not section.metrics.public
         if (
             token is not None
             and (request.path.startswith("/v1") or metrics)
-            and not _authorized(token, request.headers.get("Authorization", ""))
+            and not _authorized(token, request.headers)
         ):
-            return json_error(
+            return _error(
+                request,
                 401,
-                "missing or wrong gateway token: send Authorization: Bearer <token> "
-                "(gateway.auth.token or CODERCLAW_GATEWAY_TOKEN)"
+                "missing or wrong gateway token: send "
+                + (
+                    "x-api-key: <token> or "
+                    if error_shape_for(request.path, request.headers) == "anthropic"
+                    else ""
+                )
+                + "Authorization: Bearer <token> (gateway.auth.token or CODERCLAW_GATEWAY_TOKEN)"
                 + ("; gateway.metrics.public: true opens /metrics" if metrics else ""),
                 "authentication_error",
                 "invalid_api_key",
@@ -140,7 +185,8 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         headers = {"x-request-id": request_id}
         if exc.status == 405 and "Allow" in exc.headers:
             headers["Allow"] = exc.headers["Allow"]
-        return json_error(
+        return _error(
+            request,
             exc.status,
             message,
             _STATUS_TYPES.get(exc.status, "invalid_request_error"),
@@ -148,7 +194,8 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         )
     except Exception:
         log.exception("unhandled_error", request_id=request_id, path=request.path)
-        return json_error(
+        return _error(
+            request,
             500,
             "internal gateway error; see the gateway log",
             "server_error",
@@ -180,10 +227,14 @@ async def _send_cors_headers(request: web.BaseRequest, response: web.StreamRespo
             response.headers[name] = value
 
 
-def _authorized(token: Secret, header: str) -> bool:
-    """``Authorization: Bearer <token>``, compared in constant time."""
-    scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and token.matches(value.strip())
+def _authorized(token: Secret, headers: Mapping[str, str]) -> bool:
+    """``Authorization: Bearer <token>`` or ``x-api-key: <token>`` (the Anthropic SDKs' header),
+    each compared in constant time; either matching is enough."""
+    scheme, _, value = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.matches(value.strip()):
+        return True
+    api_key = headers.get("x-api-key")
+    return api_key is not None and token.matches(api_key.strip())
 
 
 def _listed(app: web.Application) -> list[ListedModel]:
@@ -229,6 +280,8 @@ def _model_objects(app: web.Application) -> list[dict[str, Any]]:
 
 async def list_models_handler(request: web.Request) -> web.Response:
     data = _model_objects(request.app)
+    if messages_http.wants_anthropic_models(request):
+        return messages_http.models_list(request, data)
     return web.Response(
         body=wire.dumps({"object": "list", "data": data}), content_type="application/json"
     )
@@ -238,18 +291,20 @@ async def get_model(request: web.Request) -> web.Response:
     raw = unquote(request.match_info["model_id"])
     wanted = raw.strip().lower()
     objects = _model_objects(request.app)
-    for obj in objects:
-        if obj["id"].lower() == wanted:
-            return web.Response(body=wire.dumps(obj), content_type="application/json")
-    try:
-        ref = parse_ref(raw)
-    except RefError:
-        ref = None
-    if ref is not None:
-        for obj in objects:
-            if obj["id"] == str(ref):
-                return web.Response(body=wire.dumps(obj), content_type="application/json")
-    return json_error(
+    found = next((obj for obj in objects if obj["id"].lower() == wanted), None)
+    if found is None:
+        try:
+            ref = parse_ref(raw)
+        except RefError:
+            ref = None
+        if ref is not None:
+            found = next((obj for obj in objects if obj["id"] == str(ref)), None)
+    if found is not None:
+        if messages_http.wants_anthropic_models(request):
+            return messages_http.model_answer(found)
+        return web.Response(body=wire.dumps(found), content_type="application/json")
+    return _error(
+        request,
         404,
         f"The model {raw[:200]!r} does not exist (GET /v1/models lists them)",
         "invalid_request_error",
@@ -408,4 +463,5 @@ def make_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/openapi.json", openapi_handler)
+    messages_http.register(app)  # /v1/messages, /v1/messages/count_tokens
     return app

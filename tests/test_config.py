@@ -274,6 +274,22 @@ BROKEN = [
         4,
         "alias 'FAST' is already used for 'a/b'",
     ),
+    Broken(
+        "model-map-target-not-a-model",
+        b'{\n  gateway: { anthropic: { modelMap: {\n    "claude-haiku-*": "Fast",\n'
+        b'    "*": "coderclaw",\n  } } },\n}\n',
+        'gateway.anthropic.modelMap["claude-haiku-*"]',
+        3,
+        "'Fast' is not a chain name, an alias or a model ref",
+    ),
+    Broken(
+        "model-map-target-bad-ref",
+        b'{\n  gateway: { anthropic: { modelMap: {\n    "*": "huggingface/Qwen/Qwen 3",\n'
+        b"  } } },\n}\n",
+        'gateway.anthropic.modelMap["*"]',
+        3,
+        "contains white space",
+    ),
     Broken("top-level-list", b"[1, 2]\n", None, None, "expected an object at the top level"),
     Broken("directory", None, None, None, "is a directory, not a config file"),
     Broken("invalid-utf8", b'{\n  logging: { level: "\xff" },\n}\n', None, 2, "not UTF-8 text"),

@@ -761,6 +761,14 @@ def test_message_from_chat_tool_calls() -> None:
             {"input_tokens": 10, "output_tokens": 2},
         ),
         (None, {"input_tokens": 0, "output_tokens": 0}),
+        (  # the gateway's price of the request, put there by the engine: kept
+            {"prompt_tokens": 10, "completion_tokens": 2, "cost": 0.0012},
+            {"input_tokens": 10, "output_tokens": 2, "cost": 0.0012},
+        ),
+        (  # no price known
+            {"prompt_tokens": 10, "completion_tokens": 2, "cost": None},
+            {"input_tokens": 10, "output_tokens": 2, "cost": None},
+        ),
     ],
 )
 def test_usage(usage: Any, expected: dict[str, int]) -> None:

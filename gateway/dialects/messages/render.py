@@ -46,20 +46,23 @@ def tool_use_id(upstream_id: Any, message_id: str, index: int) -> str:
     return f"toolu_{message_id.removeprefix('msg_')}_{index}"
 
 
-def usage_of(usage: Any) -> dict[str, int]:
-    """Anthropic usage from chat usage: input tokens exclude the cache reads, as Anthropic's do."""
+def usage_of(usage: Any) -> dict[str, Any]:
+    """Anthropic usage from chat usage: input tokens exclude the cache reads, as Anthropic's do;
+    the gateway's ``cost`` (USD, or None when no price is known) is kept when present."""
     if not isinstance(usage, Mapping):
         return {"input_tokens": 0, "output_tokens": 0}
     prompt = _int(usage.get("prompt_tokens"))
     details = usage.get("prompt_tokens_details")
     cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
     cached = cached or _int(usage.get("cached_tokens"))
-    out = {
+    out: dict[str, Any] = {
         "input_tokens": max(0, prompt - cached),
         "output_tokens": _int(usage.get("completion_tokens")),
     }
     if cached:
         out["cache_read_input_tokens"] = cached
+    if "cost" in usage:
+        out["cost"] = usage["cost"]
     return out
 
 
