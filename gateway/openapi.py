@@ -215,6 +215,58 @@ _RESPONSES_PATHS: dict[str, Any] = {
                 "401": _UNAUTHORIZED,
                 "404": _RESPONSE_NOT_FOUND,
                 "503": _STORE_UNAVAILABLE,
+            },
+        }
+    },
+}
+
+_RESPONSES_SCHEMAS: dict[str, Any] = {
+    "ResponseRequest": {
+        "type": "object",
+        "required": ["input"],
+        "additionalProperties": True,
+        "properties": {
+            "model": {
+                "type": ["string", "null"],
+                "description": "`coderclaw` (the chain), an alias or a model ref; absent "
+                "means the chain",
+            },
+            "input": {"type": ["string", "array"], "items": {"type": "object"}},
+            "instructions": _NULLABLE_STRING,
+            "stream": {"type": ["boolean", "null"]},
+            "store": {"type": ["boolean", "null"]},
+            "previous_response_id": _NULLABLE_STRING,
+        },
+    },
+    "Response": {
+        "type": "object",
+        "required": ["id", "object", "created_at", "status", "model", "output"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response"},
+            "created_at": {"type": "integer"},
+            "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
+            "model": {"type": "string", "description": "The ref that served it"},
+            "output": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": ["object", "null"]},
+        },
+    },
+    "ResponseStreamEvent": {
+        "description": "One server-sent event: `event` is the Responses event type and `data` "
+        "its JSON, with `type` and `sequence_number`",
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {"type": "string", "minLength": 1},
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+    },
+}
+
+
 # -- the Anthropic Messages API (errors in Anthropic's shape) ------------------------------
 
 _ANTHROPIC_ERROR = {"$ref": "#/components/schemas/AnthropicError"}
@@ -308,48 +360,6 @@ _MESSAGES_PATHS: dict[str, Any] = {
     },
 }
 
-_RESPONSES_SCHEMAS: dict[str, Any] = {
-    "ResponseRequest": {
-        "type": "object",
-        "required": ["input"],
-        "additionalProperties": True,
-        "properties": {
-            "model": {
-                "type": ["string", "null"],
-                "description": "`coderclaw` (the chain), an alias or a model ref; absent "
-                "means the chain",
-            },
-            "input": {"type": ["string", "array"], "items": {"type": "object"}},
-            "instructions": _NULLABLE_STRING,
-            "stream": {"type": ["boolean", "null"]},
-            "store": {"type": ["boolean", "null"]},
-            "previous_response_id": _NULLABLE_STRING,
-        },
-    },
-    "Response": {
-        "type": "object",
-        "required": ["id", "object", "created_at", "status", "model", "output"],
-        "additionalProperties": True,
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "response"},
-            "created_at": {"type": "integer"},
-            "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
-            "model": {"type": "string", "description": "The ref that served it"},
-            "output": {"type": "array", "items": {"type": "object"}},
-            "usage": {"type": ["object", "null"]},
-        },
-    },
-    "ResponseStreamEvent": {
-        "description": "One server-sent event: `event` is the Responses event type and `data` "
-        "its JSON, with `type` and `sequence_number`",
-        "type": "object",
-        "required": ["data"],
-        "properties": {
-            "data": {"type": "string", "minLength": 1},
-            "event": {"type": "string"},
-            "id": {"type": "string"},
-            "retry": {"type": "integer"},
 _ANTHROPIC_MESSAGE_PARAM = {
     "type": "object",
     "required": ["role", "content"],
