@@ -25,6 +25,7 @@ from aiohttp import web
 from gateway.app_state import REQUEST_ID
 from gateway.dialects.messages import DEFAULT_MODEL_MAP, chat_request
 from gateway.dialects.messages.http import PING_SECONDS, MessagesSink
+from gateway.dialects.messages.request import clamp_max_tokens
 from gateway.errors import ConfigError
 from gateway.observe import setup_logging
 from gateway.refs import parse_ref
@@ -480,9 +481,7 @@ async def test_a_committed_stream_that_falls_silent_gets_pings() -> None:
     "target",
     ["coderclaw", "default", "Fast", "fast", REF_B, B, f"{REF_B}:cheapest"],
 )
-def test_model_map_targets_that_load(
-    isolated_home: Path, router: FakeRouter, target: str
-) -> None:
+def test_model_map_targets_that_load(isolated_home: Path, router: FakeRouter, target: str) -> None:
     """A modelMap target may be a chain name, an alias (any case) or a ref."""
     write_config(
         isolated_home, router, aliases={"Fast": REF_B}, anthropic={"modelMap": {"*": target}}
@@ -499,3 +498,42 @@ def test_a_model_map_target_that_names_nothing_is_a_config_error(
         load_settings({"HOME": str(isolated_home)})
     assert info.value.exit_code == 78
     assert info.value.path == 'gateway.anthropic.modelMap["claude-*"]'
+
+
+@pytest.mark.parametrize(
+    ("requested", "limits", "sent"),
+    [
+        (128_000, [(8_192, 131_072)], 8_192),  # the catalog's output limit
+        (128_000, [(None, 131_072)], 65_536),  # half the context window
+        (128_000, [(None, 131_072), (4_096, None)], 4_096),  # the smallest of the chain
+        (1_000, [(8_192, 131_072)], 1_000),  # a lower ceiling is kept
+        (128_000, [(None, None)], 128_000),  # nothing known: unchanged
+        (128_000, [], 128_000),
+    ],
+)
+def test_max_tokens_is_lowered_to_the_chains_known_limit(
+    requested: int, limits: list[tuple[int | None, int | None]], sent: int
+) -> None:
+    """Claude Code's 128,000 ceiling would be refused by a model with a smaller limit."""
+    assert clamp_max_tokens(requested, limits) == sent
+
+
+async def test_claude_codes_max_tokens_reaches_the_router_within_the_models_limit(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """With the router's catalog (discovery on), org/model-a's 131,072-token context: a
+    128,000 max_tokens goes upstream as at most half of it."""
+    async with serve(isolated_home, router, discovery=True) as (http, root, _):
+
+        async def discovered() -> bool:
+            async with http.get(f"{root}/v1/models/{REF_A}") as resp:
+                return bool((await resp.json()).get("context_length") == 131_072)
+
+        for _ in range(100):  # discovery runs in the background after the start
+            if await discovered():
+                break
+            await asyncio.sleep(0.05)
+        body = {**BODY, "max_tokens": 128_000}
+        async with http.post(f"{root}/v1/messages", json=body, headers=ANTHROPIC_HEADERS) as resp:
+            assert resp.status == 200, await resp.text()
+    assert router.chat_requests()[-1].json["max_tokens"] == 65_536

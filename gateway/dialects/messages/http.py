@@ -22,13 +22,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway import wire
-from gateway.app_state import REQUEST_ID, SETTINGS
+from gateway.app_state import REFRESHER, REQUEST_ID, SETTINGS
 from gateway.dialects.handler import chain_for, run_engine
 from gateway.dialects.messages.errors import error_for_failure, error_response
 from gateway.dialects.messages.models import models_page
 from gateway.dialects.messages.render import MessagesStream, message_from_chat
 from gateway.dialects.messages.request import ChatRequest as MessagesRequest
-from gateway.dialects.messages.request import chat_request
+from gateway.dialects.messages.request import chat_request, clamp_max_tokens
 from gateway.dialects.messages.tokens import estimate_tokens
 from gateway.engine import ChainFailure, ChatRequest, ClientGone, StreamError
 from gateway.errors import DialectError, RefError
@@ -270,6 +270,19 @@ def _translate(
         return _not_found(translated.requested_model, headers)
 
 
+def _clamped(body: dict[str, Any], chain: Sequence[ModelRef], app: web.Application) -> Any:
+    """The body with ``max_tokens`` no higher than the chain's models accept (the catalog's
+    limits; ``clamp_max_tokens``)."""
+    requested = body.get("max_tokens")
+    if not isinstance(requested, int):
+        return body
+    catalog = app[REFRESHER].catalog
+    entries = [catalog.get(ref.model_id) for ref in chain]
+    limits = [(e.max_output, e.context_window) for e in entries if e is not None]
+    clamped = clamp_max_tokens(requested, limits)
+    return body if clamped == requested else {**body, "max_tokens": clamped}
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``: one upstream chat request through the chain."""
     settings = request.app[SETTINGS].current
@@ -291,14 +304,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
         )
     if wanted.dropped_tools:
         log.info("tools_dropped", request_id=request_id, tools=list(wanted.dropped_tools))
+    chain = chain_for(settings, requested)
+    body = _clamped(wanted.body, chain, request.app)
     chat = ChatRequest(
         client=request,
         request_id=request_id,
         dialect="messages",
         settings=settings,
-        body=wanted.body,
+        body=body,
         stream=wanted.stream,
-        chain=chain_for(settings, requested),
+        chain=chain,
         requested=wanted.requested_model,
     )
     sink = MessagesSink(request, wanted, f"msg_{request_id}")

@@ -370,3 +370,19 @@ def _thinking(value: Any, output_config: Any) -> tuple[bool, str | None]:
             raise DialectError("`thinking.budget_tokens` must be an integer", "thinking")
         return True, "low" if budget < 4096 else "medium" if budget < 16384 else "high"
     raise DialectError("`thinking.type` must be one of enabled, adaptive, disabled", "thinking")
+
+
+def clamp_max_tokens(requested: int, limits: Sequence[tuple[int | None, int | None]]) -> int:
+    """``max_tokens`` for the upstream, given each chain model's ``(max_output, context_window)``
+    from the catalog.
+
+    Anthropic clients send ``max_tokens`` as a ceiling (Claude Code: 128,000), and an open
+    model whose limit is lower refuses the whole request (400, ``context_length_exceeded``),
+    so every model of the chain would be tried in vain. The ceiling is lowered to the smallest
+    known output limit of the chain: ``max_output`` where the catalog has it, else half the
+    context window (the other half is left for the prompt); unknown limits lower nothing.
+    """
+    caps = [
+        max_output or (context or 0) // 2 for max_output, context in limits if max_output or context
+    ]
+    return min([requested, *caps]) if caps else requested
