@@ -19,13 +19,13 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import tomlkit
-from tomlkit.items import Comment, Table, Whitespace
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError
 from gateway.store import atomic_write
+
+if TYPE_CHECKING:
+    from tomlkit.items import Comment, Table, Whitespace
 
 TOKEN_ENV = "CODERCLAW_GATEWAY_TOKEN"
 PROVIDER_ID = "coderclaw"
@@ -99,6 +99,11 @@ def merge_codex(existing: str | None, target: Target, *, file: str = "config.tom
         raise ConfigError(
             f"not valid TOML ({exc})", file=file, hint="fix the file, or move it away and rerun"
         ) from None
+    # tomlkit (comment-keeping TOML) is loaded here, not at import: the gateway process
+    # registers every command and would carry it for nothing.
+    import tomlkit
+    from tomlkit.items import Table
+
     doc = tomlkit.parse(text)
     doc["model"] = CHAIN_MODEL
     doc["model_provider"] = PROVIDER_ID
@@ -127,6 +132,8 @@ def merge_codex(existing: str | None, target: Target, *, file: str = "config.tom
 
 def _trailing_trivia(table: Table) -> list[Comment | Whitespace]:
     """The comments and blank lines after a table's last key (they introduce what follows)."""
+    from tomlkit.items import Comment, Whitespace
+
     trivia: list[Comment | Whitespace] = []
     for key, item in reversed(table.value.body):
         if key is not None or not isinstance(item, Comment | Whitespace):
