@@ -4,8 +4,9 @@ The decisions are ``routing``'s; the rendering is the sink's (``events``); the u
 ``gateway.upstream``'s. A dialect handler builds a ``ChatRequest`` and calls
 ``ChainEngine.run(request, sink)``; the engine returns the response to send.
 
-``cooldowns`` is the one object consulted for planning (``plan_chain``) and told of each
-model's outcome (``succeed`` / ``fail``): the seam a circuit breaker replaces.
+``breaker`` (SPEC §9) is the one object consulted for planning (``Breaker.plan``) and told of
+each model's outcome (``succeed`` / ``fail``); a half-open model is tried as a probe, one
+request at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import wire
+from gateway.breaker import Breaker, Planned, ProbeTicket, failure_reason
 from gateway.engine.events import ChainFailure, Clock, FailureKind, Sink, SystemClock
 from gateway.engine.record import AttemptLog, RequestLog, RequestRecord
 from gateway.engine.relay import Attempt, Failed, relay_stream
@@ -32,13 +34,11 @@ from gateway.observe import SecretRedactor
 from gateway.refs import ModelRef
 from gateway.routing import (
     Action,
-    Cooldowns,
     Failure,
     chain_failure,
     classify,
     decide,
     parse_retry_after,
-    plan_chain,
 )
 from gateway.settings import Settings
 from gateway.upstream import MAX_BODY_BYTES, Upstream, UpstreamReply
@@ -83,12 +83,13 @@ class ChainEngine:
     def __init__(
         self,
         upstream: Upstream,
-        cooldowns: Cooldowns,
+        breaker: Breaker,
         metrics: Metrics,
         clock: Clock | None = None,
     ) -> None:
         self.upstream = upstream
-        self.cooldowns = cooldowns
+        self.breaker = breaker
+        self.metrics = metrics
         self.clock = clock or SystemClock()
         self.log = RequestLog(metrics)
         self.draining = False  # set at shutdown: streams cut then end with an honest error
@@ -112,6 +113,16 @@ class ChainEngine:
             record.finished = self.clock.monotonic()
             self.log.add(record)
 
+    def configure(self, settings: Settings) -> None:
+        """Apply the settings in force (at start and on every reload)."""
+        gw = settings.config.gateway
+        self.breaker.configure(
+            gw.breaker.base_seconds,
+            gw.breaker.max_seconds,
+            configured=settings.configured_refs,
+            probe_timeout=gw.timeouts.total_seconds,
+        )
+
     def flush_logs(self) -> None:
         self.log.flush()
 
@@ -123,46 +134,86 @@ class ChainEngine:
         deadline = loop.time() + gw.timeouts.total_seconds
         last: Failed | None = None
         clock = self.clock
-        for ref in plan_chain(request.chain, self.cooldowns, clock.monotonic()):
-            tries = 0
-            model_started = clock.monotonic()
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return self._exhausted(request, record, sink, last, budget_spent=True)
-                tries += 1
-                attempt = Attempt(self, request, record, sink, ref, clock.monotonic())
-                result = await self._attempt(attempt, remaining)
-                if isinstance(result, web.StreamResponse):
-                    self.cooldowns.succeed(ref)
-                    return result
-                elapsed = clock.monotonic() - attempt.started
-                record.attempts.append(
-                    AttemptLog(ref, result.status, result.failure, elapsed * 1e3)
-                )
-                last = result
-                verdict = classify(result.status, code=result.code, failure=result.failure)
-                decision = decide(
-                    verdict,
-                    attempts_on_model=tries,
-                    retries=gw.retries,
-                    retry_after=result.retry_after,
-                    max_retry_wait=gw.max_retry_wait_seconds,
-                )
-                if decision.action is Action.RETURN:
-                    return self._client_error(request, record, sink, result)
-                if decision.action is Action.STOP:
-                    return self._account_error(request, record, sink, result)
-                if decision.action is Action.RETRY:
-                    wait = min(decision.wait, deadline - loop.time())
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    continue
-                self.cooldowns.fail(
-                    ref, clock.monotonic(), result.retry_after, started=model_started
-                )
-                break
+        for planned in self.breaker.plan(request.chain, clock.monotonic()):
+            ticket = self._probe_ticket(planned)
+            if ticket is False:
+                continue  # another request is probing it: skip, as an open one
+            try:
+                result = await self._try_model(request, record, sink, planned, deadline)
+            finally:
+                if isinstance(ticket, ProbeTicket):
+                    self.breaker.release_probe(ticket)
+            if isinstance(result, web.StreamResponse):
+                return result
+            if result is None:
+                return self._exhausted(request, record, sink, last, budget_spent=True)
+            last = result
         return self._exhausted(request, record, sink, last, budget_spent=False)
+
+    def _probe_ticket(self, planned: Planned) -> ProbeTicket | bool:
+        """True for a closed model, the ticket of a half-open one, False when it is taken."""
+        if not planned.probe:
+            return True
+        ticket = self.breaker.acquire_probe(planned.ref, self.clock.monotonic())
+        return ticket if ticket is not None else False
+
+    async def _try_model(
+        self,
+        request: ChatRequest,
+        record: RequestRecord,
+        sink: Sink,
+        planned: Planned,
+        deadline: float,
+    ) -> web.StreamResponse | Failed | None:
+        """One model's attempts (retries within ``gateway.retries``; a probe tries once): the
+        response when it served or the chain must stop, its last failure when the chain goes
+        on, None when the time budget ran out."""
+        gw = request.settings.config.gateway
+        loop = asyncio.get_running_loop()
+        clock = self.clock
+        ref = planned.ref
+        tries = 0
+        model_started = clock.monotonic()
+        outcomes: list[int | str] = []
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            tries += 1
+            attempt = Attempt(self, request, record, sink, ref, clock.monotonic())
+            result = await self._attempt(attempt, remaining)
+            if isinstance(result, web.StreamResponse):
+                self.breaker.succeed(ref)
+                return result
+            elapsed = clock.monotonic() - attempt.started
+            record.attempts.append(AttemptLog(ref, result.status, result.failure, elapsed * 1e3))
+            outcomes.append(result.failure.value if result.failure else result.status or 502)
+            verdict = classify(result.status, code=result.code, failure=result.failure)
+            decision = decide(
+                verdict,
+                # A probe asks once: a still-dead model costs the user one quick failure.
+                attempts_on_model=gw.retries + 1 if planned.probe else tries,
+                retries=gw.retries,
+                retry_after=result.retry_after,
+                max_retry_wait=gw.max_retry_wait_seconds,
+            )
+            if decision.action is Action.RETURN:
+                return self._client_error(request, record, sink, result)
+            if decision.action is Action.STOP:
+                return self._account_error(request, record, sink, result)
+            if decision.action is Action.RETRY:
+                wait = min(decision.wait, deadline - loop.time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                continue
+            self.breaker.fail(
+                ref,
+                clock.monotonic(),
+                result.retry_after,
+                started=model_started,
+                reason=failure_reason(outcomes, result.retry_after),
+            )
+            return result
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -293,7 +344,7 @@ class ChainEngine:
         retry_after = None
         if status == 429:
             now = self.clock.monotonic()
-            end = self.cooldowns.soonest_end(request.chain, now)
+            end = self.breaker.soonest_end(request.chain, now)
             retry_after = max(1, math.ceil((end or now + 1) - now))
         record.outcome = f"failed_{status}"
         failure = ChainFailure(
