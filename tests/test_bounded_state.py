@@ -133,8 +133,9 @@ def test_unknown_models_share_one_series() -> None:
 # ---------------------------------------------------------------------------- breaker
 
 
-def test_breaker_entries_of_unknown_refs_live_in_a_small_lru_and_known_ones_are_never_evicted(
-) -> None:
+def test_breaker_entries_of_unknown_refs_live_in_a_small_lru_and_known_ones_are_never_evicted() -> (
+    None
+):
     """Past max_entries unknown refs, the least recently failed is forgotten; the opening of a
     configured ref stays through any number of them (SPEC §9: 5 s for a first failure)."""
     breaker = Breaker(configured=[A], max_entries=3)

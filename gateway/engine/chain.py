@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,19 +23,21 @@ from gateway import wire
 from gateway.breaker import Breaker, Planned, ProbeTicket, failure_reason
 from gateway.engine.events import ChainFailure, Clock, FailureKind, Sink, SystemClock
 from gateway.engine.record import AttemptLog, RequestLog, RequestRecord
-from gateway.engine.relay import Attempt, Failed, relay_stream
+from gateway.engine.relay import Attempt, Failed, Race, relay_stream
 from gateway.errors import (
     UpstreamError,
     UpstreamRedirect,
     UpstreamTimeout,
     UpstreamTooLarge,
 )
+from gateway.hedging import HedgeBudget, HedgeStats, hedge_delay
 from gateway.metrics import Metrics
 from gateway.observe import SecretRedactor
 from gateway.refs import ModelRef
 from gateway.routing import (
     Action,
     Failure,
+    Verdict,
     chain_failure,
     classify,
     decide,
@@ -90,6 +93,8 @@ class ChainEngine:
         self.upstream = upstream
         self.breaker = breaker
         self.metrics = metrics
+        self.hedge_stats = HedgeStats()
+        self.hedge_budget = HedgeBudget()
         self.clock = clock or SystemClock()
         self.log = RequestLog(metrics)
         self.draining = False  # set at shutdown: streams cut then end with an honest error
@@ -122,6 +127,8 @@ class ChainEngine:
             configured=settings.configured_refs,
             probe_timeout=gw.timeouts.total_seconds,
         )
+        self.hedge_stats.configured = frozenset(settings.configured_refs)
+        self.hedge_budget.max_fraction = gw.hedge.max_fraction
 
     def flush_logs(self) -> None:
         self.log.flush()
@@ -133,13 +140,16 @@ class ChainEngine:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + gw.timeouts.total_seconds
         last: Failed | None = None
-        clock = self.clock
-        for planned in self.breaker.plan(request.chain, clock.monotonic()):
+        now = self.clock.monotonic()
+        self.hedge_budget.record_request(now)
+        plan = deque(self.breaker.plan(request.chain, now))
+        while plan:
+            planned = plan.popleft()
             ticket = self._probe_ticket(planned)
             if ticket is False:
                 continue  # another request is probing it: skip, as an open one
             try:
-                result = await self._try_model(request, record, sink, planned, deadline)
+                result = await self._try_model(request, record, sink, planned, plan, deadline)
             finally:
                 if isinstance(ticket, ProbeTicket):
                     self.breaker.release_probe(ticket)
@@ -163,11 +173,13 @@ class ChainEngine:
         record: RequestRecord,
         sink: Sink,
         planned: Planned,
+        plan: deque[Planned],
         deadline: float,
     ) -> web.StreamResponse | Failed | None:
         """One model's attempts (retries within ``gateway.retries``; a probe tries once): the
         response when it served or the chain must stop, its last failure when the chain goes
-        on, None when the time budget ran out."""
+        on, None when the time budget ran out. An attempt without a first chunk after the
+        hedge delay starts the next model of ``plan`` beside it (taken out of ``plan``)."""
         gw = request.settings.config.gateway
         loop = asyncio.get_running_loop()
         clock = self.clock
@@ -181,7 +193,14 @@ class ChainEngine:
                 return None
             tries += 1
             attempt = Attempt(self, request, record, sink, ref, clock.monotonic())
-            result = await self._attempt(attempt, remaining)
+            delay = self._hedge_delay(request, planned, plan)
+            hedged = False
+            if delay is None:
+                result = await self._attempt(attempt, remaining)
+            else:
+                result, hedged = await self._hedged(attempt, planned, delay, plan, deadline)
+                if hedged:  # the race logged both attempts and told the breaker
+                    return self._after_race(request, record, sink, result)
             if isinstance(result, web.StreamResponse):
                 self.breaker.succeed(ref)
                 return result
@@ -191,8 +210,9 @@ class ChainEngine:
             verdict = classify(result.status, code=result.code, failure=result.failure)
             decision = decide(
                 verdict,
-                # A probe asks once: a still-dead model costs the user one quick failure.
-                attempts_on_model=gw.retries + 1 if planned.probe else tries,
+                # A probe asks once: a still-dead model costs the user one quick failure. After
+                # a hedge the chain has moved on: no retry either.
+                attempts_on_model=gw.retries + 1 if planned.probe or hedged else tries,
                 retries=gw.retries,
                 retry_after=result.retry_after,
                 max_retry_wait=gw.max_retry_wait_seconds,
@@ -214,6 +234,170 @@ class ChainEngine:
                 reason=failure_reason(outcomes, result.retry_after),
             )
             return result
+
+    # -- hedging -----------------------------------------------------------------------------
+
+    def _hedge_delay(
+        self, request: ChatRequest, planned: Planned, plan: deque[Planned]
+    ) -> float | None:
+        """When an attempt of ``planned`` without a first chunk is hedged (None: never)."""
+        if not plan:
+            return None
+        gw = request.settings.config.gateway
+        first_token = gw.timeouts.first_token_seconds
+        delay = hedge_delay(
+            self.hedge_stats,
+            planned.ref,
+            first_token_seconds=first_token,
+            after_seconds=gw.hedge.after_seconds,
+            non_stream=gw.hedge.non_stream,
+            stream=request.stream,
+            probe=planned.probe,
+        )
+        # A delay that reaches the first-token timeout is no hedge: the timeout fails over then.
+        return delay if delay is not None and delay < first_token else None
+
+    def _take_hedge(
+        self, probe: bool, plan: deque[Planned]
+    ) -> tuple[Planned, ProbeTicket | None] | None:
+        """The next model of ``plan`` to hedge with (taken out of it), or None: nothing left,
+        or the minute's hedges are spent (a half-open probe is hedged regardless)."""
+        if not probe and not self.hedge_budget.allow(self.clock.monotonic()):
+            return None
+        while plan:
+            planned = plan.popleft()
+            ticket = self._probe_ticket(planned)
+            if ticket is not False:
+                return planned, ticket if isinstance(ticket, ProbeTicket) else None
+        return None
+
+    async def _hedged(
+        self,
+        first: Attempt,
+        planned: Planned,
+        delay: float,
+        plan: deque[Planned],
+        deadline: float,
+    ) -> tuple[web.StreamResponse | Failed, bool]:
+        """Run ``first``; if it has no first chunk after ``delay``, start the next model beside
+        it. Returns (its result, whether a hedge was started). With a hedge the race tells
+        the breaker and the record about both attempts, but a failure of ``first`` when
+        neither won: that one is the caller's, as without a hedge."""
+        loop = asyncio.get_running_loop()
+        race = Race()
+        first.race = race
+        task_a = loop.create_task(self._raced(first, deadline))
+        race.tasks[first] = task_a
+        tasks = [task_a]
+        hedge: tuple[Planned, ProbeTicket | None] | None = None
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=delay)
+            if done or race.winner is not None:
+                return await task_a, False
+            hedge = self._take_hedge(planned.probe, plan)
+            if hedge is None:
+                return await task_a, False
+            self.metrics.hedges_started.inc()
+            planned_b = hedge[0]
+            second = Attempt(
+                self,
+                first.request,
+                first.record,
+                first.sink,
+                planned_b.ref,
+                self.clock.monotonic(),
+                race,
+            )
+            task_b = loop.create_task(self._raced(second, deadline))
+            race.tasks[second] = task_b
+            tasks.append(task_b)
+            return await self._settle(race, first, planned, second, planned_b, task_a, task_b)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            if len(tasks) > 1 or not task_a.done():
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if hedge is not None and hedge[1] is not None:
+                self.breaker.release_probe(hedge[1])
+
+    async def _raced(self, attempt: Attempt, deadline: float) -> web.StreamResponse | Failed:
+        """One attempt of a race; its failure is logged at once (before the other's 200)."""
+        loop = asyncio.get_running_loop()
+        result = await self._attempt(attempt, deadline - loop.time())
+        race = attempt.race
+        if isinstance(result, Failed) and race is not None and len(race.tasks) > 1:
+            elapsed = self.clock.monotonic() - attempt.started
+            attempt.record.attempts.append(
+                AttemptLog(attempt.ref, result.status, result.failure, elapsed * 1e3)
+            )
+            if _opens(result):
+                self._open(attempt.ref, result, attempt.started)
+        return result
+
+    async def _settle(
+        self,
+        race: Race,
+        first: Attempt,
+        planned_a: Planned,
+        second: Attempt,
+        planned_b: Planned,
+        task_a: asyncio.Task[web.StreamResponse | Failed],
+        task_b: asyncio.Task[web.StreamResponse | Failed],
+    ) -> tuple[web.StreamResponse | Failed, bool]:
+        """Wait for both attempts of a hedge (the winner's whole answer; the loser is cancelled
+        by the winner's claim) and tell the breaker. Failures were logged as they came."""
+        await asyncio.wait([task_a, task_b])
+        now = self.clock.monotonic()
+        result_a = None if task_a.cancelled() else task_a.result()
+        result_b = None if task_b.cancelled() else task_b.result()
+        if race.winner is second and isinstance(result_b, web.StreamResponse):
+            self.metrics.hedges_won.inc()
+            self.breaker.succeed(second.ref)
+            if result_a is None and planned_a.probe:  # a probe slower than the hedge
+                self.breaker.fail(first.ref, now, started=first.started, reason="hedged")
+            return result_b, True
+        if race.winner is first and isinstance(result_a, web.StreamResponse):
+            self.breaker.succeed(first.ref)
+            if result_b is None and planned_b.probe:
+                self.breaker.fail(second.ref, now, started=second.started, reason="hedged")
+            return result_a, True
+        # Neither served: both failed (or the winner's task ended without a response).
+        for result in (result_a, result_b):
+            if isinstance(result, web.StreamResponse):
+                return result, True
+        assert isinstance(result_b, Failed) and isinstance(result_a, Failed)
+        return (
+            result_a
+            if classify(result_a.status, code=result_a.code, failure=result_a.failure) in _FINAL
+            else result_b
+        ), True
+
+    def _after_race(
+        self,
+        request: ChatRequest,
+        record: RequestRecord,
+        sink: Sink,
+        result: web.StreamResponse | Failed,
+    ) -> web.StreamResponse | Failed:
+        if isinstance(result, web.StreamResponse):
+            return result
+        verdict = classify(result.status, code=result.code, failure=result.failure)
+        if verdict is Verdict.CLIENT_ERROR:
+            return self._client_error(request, record, sink, result)
+        if verdict is Verdict.ACCOUNT:
+            return self._account_error(request, record, sink, result)
+        return result
+
+    def _open(self, ref: ModelRef, failed: Failed, started: float) -> None:
+        outcome: int | str = failed.failure.value if failed.failure else failed.status or 502
+        self.breaker.fail(
+            ref,
+            self.clock.monotonic(),
+            failed.retry_after,
+            started=started,
+            reason=failure_reason([outcome], failed.retry_after),
+        )
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -243,6 +427,7 @@ class ChainEngine:
                     if request.stream:
                         timer.reschedule(None)  # the relay keeps its own deadlines
                         return await relay_stream(attempt, reply, first_deadline, total_deadline)
+
                     # Headers came: from now on the body may fall silent for idleSeconds at
                     # most between pieces (and never past the time budget).
                     def progress() -> None:
@@ -356,6 +541,14 @@ class ChainEngine:
             retry_after=retry_after,
         )
         return self._render(record, sink, failure)
+
+
+_FINAL = frozenset({Verdict.CLIENT_ERROR, Verdict.ACCOUNT})
+
+
+def _opens(failed: Failed) -> bool:
+    """Does this failure open the model's breaker (a failover, not the request's own fault)?"""
+    return classify(failed.status, code=failed.code, failure=failed.failure) not in _FINAL
 
 
 async def _failed_answer(reply: UpstreamReply) -> Failed:

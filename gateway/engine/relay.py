@@ -41,7 +41,36 @@ class Failed:
     param: str | None = None
 
 
-@dataclass(slots=True)
+class Race:
+    """Two attempts of one request running at once (a hedge, SPEC §9): the first to deliver a
+    first chunk wins, and the other is cancelled at once (leaving its ``async with reply``
+    closes its upstream connection, so the provider stops)."""
+
+    __slots__ = ("tasks", "winner")
+
+    def __init__(self) -> None:
+        self.tasks: dict[Attempt, asyncio.Task[Any]] = {}
+        self.winner: Attempt | None = None
+
+    def claim(self, attempt: Attempt) -> bool:
+        if self.winner is not None:
+            return self.winner is attempt
+        self.winner = attempt
+        now = attempt.engine.clock.monotonic()
+        for other, task in self.tasks.items():
+            if other is not attempt and not task.done():
+                task.cancel()
+                waited = now - other.started
+                # Before the winner's own 200: the header at commit shows "a=hedged,b=200".
+                attempt.record.attempts.append(
+                    AttemptLog(other.ref, None, None, waited * 1e3, mark="hedged")
+                )
+                if attempt.request.stream:  # a lower bound that keeps the slow tail in the p90
+                    attempt.engine.hedge_stats.observe(other.ref, waited)
+        return True
+
+
+@dataclass(slots=True, eq=False)
 class Attempt:
     """One try of one model for one request."""
 
@@ -51,11 +80,17 @@ class Attempt:
     sink: Sink
     ref: ModelRef
     started: float  # monotonic
+    race: Race | None = None
 
     def served(self, provider: str | None) -> None:
-        """This attempt's answer goes to the client: record it as the serving one."""
-        record = self.record
+        """This attempt's answer goes to the client: record it as the serving one. The loser
+        of a hedge that got its answer in the same turn as the winner stops here."""
         now = self.engine.clock.monotonic()
+        if self.race is not None and not self.race.claim(self):
+            raise asyncio.CancelledError
+        if self.request.stream:
+            self.engine.hedge_stats.observe(self.ref, now - self.started)
+        record = self.record
         record.served = self.ref
         record.provider = provider
         record.attempts.append(AttemptLog(self.ref, 200, None, (now - self.started) * 1e3))
