@@ -537,7 +537,8 @@ async def test_a_stream_failing_after_its_first_chunk_raises_in_the_sdk(
 ) -> None:
     reply.repeat = True
     router.script(A, reply)
-    async with serve(isolated_home, router) as (client, _, base):
+    # rescue off: SPEC §9 would continue these on the fallback (tests/test_rescue_e2e.py)
+    async with serve(isolated_home, router, rescue="off") as (client, _, base):
         stream = await client.chat.completions.create(
             model="coderclaw", messages=MESSAGES, stream=True
         )
@@ -983,7 +984,8 @@ async def test_no_connection_is_opened_for_a_failure_of_the_router(
     """Only a client going away is made good: a router that resets its connection is not
     dialled again until a request needs it."""
     router.script(A, Reply(chunks=6, drop_after=2))
-    async with serve(isolated_home, router) as (client, state, _):
+    # rescue off: SPEC §9 would continue the stream on the fallback
+    async with serve(isolated_home, router, rescue="off") as (client, state, _):
         with pytest.raises(openai.APIError):
             stream = await client.chat.completions.create(
                 model="coderclaw", messages=MESSAGES, stream=True

@@ -23,7 +23,7 @@ from gateway import wire
 from gateway.breaker import Breaker, Planned, ProbeTicket, failure_reason
 from gateway.engine.events import ChainFailure, Clock, FailureKind, Sink, SystemClock
 from gateway.engine.record import AttemptLog, RequestLog, RequestRecord
-from gateway.engine.relay import Attempt, Failed, Race, relay_stream
+from gateway.engine.relay import Attempt, Broken, Failed, Race, relay_stream
 from gateway.errors import (
     UpstreamError,
     UpstreamRedirect,
@@ -34,6 +34,13 @@ from gateway.hedging import HedgeBudget, HedgeStats, hedge_delay
 from gateway.metrics import Metrics
 from gateway.observe import SecretRedactor
 from gateway.refs import ModelRef
+from gateway.rescue import (
+    PrefillMemory,
+    can_rescue,
+    is_prefill_rejection,
+    rescue_request,
+    stream_check,
+)
 from gateway.routing import (
     Action,
     Failure,
@@ -95,6 +102,7 @@ class ChainEngine:
         self.metrics = metrics
         self.hedge_stats = HedgeStats()
         self.hedge_budget = HedgeBudget()
+        self.prefill = PrefillMemory()
         self.clock = clock or SystemClock()
         self.log = RequestLog(metrics)
         self.draining = False  # set at shutdown: streams cut then end with an honest error
@@ -129,6 +137,12 @@ class ChainEngine:
         )
         self.hedge_stats.configured = frozenset(settings.configured_refs)
         self.hedge_budget.max_fraction = gw.hedge.max_fraction
+        models = settings.config.agents.defaults.models
+        self.prefill.configure(
+            ref
+            for ref in settings.configured_refs
+            if (opts := models.get(str(ref))) is not None and opts.prefill is False
+        )
 
     def flush_logs(self) -> None:
         self.log.flush()
@@ -200,10 +214,16 @@ class ChainEngine:
             else:
                 result, hedged = await self._hedged(attempt, planned, delay, plan, deadline)
                 if hedged:  # the race logged both attempts and told the breaker
-                    return self._after_race(request, record, sink, result)
+                    result = self._after_race(request, record, sink, result)
+                    if isinstance(result, Broken):
+                        return await self._rescue(result, plan, deadline)
+                    return result
             if isinstance(result, web.StreamResponse):
                 self.breaker.succeed(ref)
                 return result
+            if isinstance(result, Broken):
+                self.breaker.succeed(ref)  # it answered; the cut is the rescue's
+                return await self._rescue(result, plan, deadline)
             elapsed = clock.monotonic() - attempt.started
             record.attempts.append(AttemptLog(ref, result.status, result.failure, elapsed * 1e3))
             outcomes.append(result.failure.value if result.failure else result.status or 502)
@@ -278,7 +298,7 @@ class ChainEngine:
         delay: float,
         plan: deque[Planned],
         deadline: float,
-    ) -> tuple[web.StreamResponse | Failed, bool]:
+    ) -> tuple[web.StreamResponse | Failed | Broken, bool]:
         """Run ``first``; if it has no first chunk after ``delay``, start the next model beside
         it. Returns (its result, whether a hedge was started). With a hedge the race tells
         the breaker and the record about both attempts, but a failure of ``first`` when
@@ -321,7 +341,9 @@ class ChainEngine:
             if hedge is not None and hedge[1] is not None:
                 self.breaker.release_probe(hedge[1])
 
-    async def _raced(self, attempt: Attempt, deadline: float) -> web.StreamResponse | Failed:
+    async def _raced(
+        self, attempt: Attempt, deadline: float
+    ) -> web.StreamResponse | Failed | Broken:
         """One attempt of a race; its failure is logged at once (before the other's 200)."""
         loop = asyncio.get_running_loop()
         result = await self._attempt(attempt, deadline - loop.time())
@@ -342,29 +364,29 @@ class ChainEngine:
         planned_a: Planned,
         second: Attempt,
         planned_b: Planned,
-        task_a: asyncio.Task[web.StreamResponse | Failed],
-        task_b: asyncio.Task[web.StreamResponse | Failed],
-    ) -> tuple[web.StreamResponse | Failed, bool]:
+        task_a: asyncio.Task[web.StreamResponse | Failed | Broken],
+        task_b: asyncio.Task[web.StreamResponse | Failed | Broken],
+    ) -> tuple[web.StreamResponse | Failed | Broken, bool]:
         """Wait for both attempts of a hedge (the winner's whole answer; the loser is cancelled
         by the winner's claim) and tell the breaker. Failures were logged as they came."""
         await asyncio.wait([task_a, task_b])
         now = self.clock.monotonic()
         result_a = None if task_a.cancelled() else task_a.result()
         result_b = None if task_b.cancelled() else task_b.result()
-        if race.winner is second and isinstance(result_b, web.StreamResponse):
+        if race.winner is second and result_b is not None and not isinstance(result_b, Failed):
             self.metrics.hedges_won.inc()
             self.breaker.succeed(second.ref)
             if result_a is None and planned_a.probe:  # a probe slower than the hedge
                 self.breaker.fail(first.ref, now, started=first.started, reason="hedged")
             return result_b, True
-        if race.winner is first and isinstance(result_a, web.StreamResponse):
+        if race.winner is first and result_a is not None and not isinstance(result_a, Failed):
             self.breaker.succeed(first.ref)
             if result_b is None and planned_b.probe:
                 self.breaker.fail(second.ref, now, started=second.started, reason="hedged")
             return result_a, True
         # Neither served: both failed (or the winner's task ended without a response).
         for result in (result_a, result_b):
-            if isinstance(result, web.StreamResponse):
+            if result is not None and not isinstance(result, Failed):
                 return result, True
         assert isinstance(result_b, Failed) and isinstance(result_a, Failed)
         return (
@@ -378,9 +400,9 @@ class ChainEngine:
         request: ChatRequest,
         record: RequestRecord,
         sink: Sink,
-        result: web.StreamResponse | Failed,
-    ) -> web.StreamResponse | Failed:
-        if isinstance(result, web.StreamResponse):
+        result: web.StreamResponse | Failed | Broken,
+    ) -> web.StreamResponse | Failed | Broken:
+        if not isinstance(result, Failed):
             return result
         verdict = classify(result.status, code=result.code, failure=result.failure)
         if verdict is Verdict.CLIENT_ERROR:
@@ -399,13 +421,91 @@ class ChainEngine:
             reason=failure_reason([outcome], failed.retry_after),
         )
 
+    # -- mid-stream rescue -------------------------------------------------------------------
+
+    async def _rescue(
+        self, broken: Broken, plan: deque[Planned], deadline: float
+    ) -> web.StreamResponse:
+        """Continue a broken text stream on the next models of ``plan`` (SPEC §9): with the
+        sent text as a prefill where the model is not known to refuse it, else a restart whose
+        answer must reproduce that text. The client's stream goes on; when no model finishes
+        it, it ends with the original error."""
+        first = broken.attempt
+        request, record, sink = first.request, first.record, first.sink
+        loop = asyncio.get_running_loop()
+        clock = self.clock
+        sent = first.sent if first.sent is not None else []
+        original = broken.error
+        retries = request.settings.config.gateway.retries
+        record.attempts.append(
+            AttemptLog(first.ref, None, None, (clock.monotonic() - first.started) * 1e3, "cut")
+        )
+        self.metrics.rescues_tried.inc()
+        for planned in list(plan):
+            ref = planned.ref
+            if ref == first.ref:
+                continue
+            resets = 0
+            while deadline - loop.time() > 0:
+                text = "".join(sent)
+                kind, body = rescue_request(request.body, text, ref, self.prefill)
+                if not text:
+                    kind, body = "restart", dict(request.body)
+                attempt = Attempt(
+                    self,
+                    request,
+                    record,
+                    sink,
+                    ref,
+                    clock.monotonic(),
+                    out=broken.out,
+                    sent=sent,
+                    check=stream_check(kind, text),
+                )
+                result = await self._attempt(attempt, deadline - loop.time(), body)
+                ms = (clock.monotonic() - attempt.started) * 1e3
+                if isinstance(result, Failed):
+                    record.attempts.append(AttemptLog(ref, result.status, result.failure, ms))
+                    if kind == "continue" and is_prefill_rejection(
+                        result.status, result.message, result.code
+                    ):
+                        self.prefill.learn(ref)  # for the gateway's lifetime
+                        continue  # the same model again, as a restart
+                    if result.failure is Failure.RESET and resets < retries:
+                        resets += 1  # a pooled connection the router had closed: again
+                        continue
+                    break
+                if isinstance(result, Broken):
+                    if result.mismatch:
+                        record.attempts.append(AttemptLog(ref, None, None, ms, "mismatch"))
+                        await first.fail(original)
+                        return broken.out
+                    record.attempts.append(AttemptLog(ref, None, None, ms, "cut"))
+                    break  # the next model goes on from the text sent so far
+                record.attempts.append(AttemptLog(ref, 200, None, ms, "rescue"))
+                if record.outcome == "ok":
+                    self.metrics.rescues_succeeded.inc()
+                return result
+        await first.fail(original)
+        return broken.out
+
     # -- one attempt -------------------------------------------------------------------------
 
-    async def _attempt(self, attempt: Attempt, remaining: float) -> web.StreamResponse | Failed:
+    async def _attempt(
+        self, attempt: Attempt, remaining: float, body: dict[str, Any] | None = None
+    ) -> web.StreamResponse | Failed | Broken:
         request = attempt.request
-        timeouts = request.settings.config.gateway.timeouts
-        body = dict(request.body)
+        gw = request.settings.config.gateway
+        timeouts = gw.timeouts
+        body = dict(request.body if body is None else body)
         body["model"] = attempt.ref.upstream_id
+        if (
+            request.stream
+            and attempt.sent is None
+            and gw.rescue == "continue"
+            and can_rescue(request.body, False)
+        ):
+            attempt.sent = []
         payload = wire.dumps(body)
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + min(timeouts.first_token_seconds, remaining)
