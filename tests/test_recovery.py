@@ -241,6 +241,10 @@ async def test_a_429_with_retry_after_30_keeps_the_model_open_30_s_regardless_of
         until = state.breaker.cooling_until(parse_ref(REF_A), now)
         assert until is not None and 29 < until - now <= 30
         assert state.breaker.state(parse_ref(REF_A), now + 3) is State.OPEN
+        async with http.get(f"{base[:-3]}/metrics") as r:
+            metrics = await r.text()
+    assert f'coderclaw_breaker_state{{model="{REF_A}"}} 2.0' in metrics  # open
+    assert f'coderclaw_breaker_state{{model="{REF_B}"}} 0.0' in metrics  # closed
 
 
 async def test_after_a_restart_inside_the_retry_after_the_model_is_still_skipped(

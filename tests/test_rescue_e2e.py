@@ -83,8 +83,11 @@ async def test_a_broken_stream_is_continued_on_the_fallback_with_a_prefill(
     router.script(B, Reply(content=WORDS, chunks=60 - sent, continue_prefill=True))
     async with run_gateway(isolated_home, router, timeouts=TIMEOUTS) as (base, _):
         text, models, finish = await _stream(base)
+        metrics = await _metrics(base)
     assert text == WORDS
     assert finish == "stop"
+    assert "coderclaw_rescues_tried_total 1.0" in metrics
+    assert "coderclaw_rescues_succeeded_total 1.0" in metrics
     assert models == [REF_A] * sent + [REF_B] * (60 - sent)
     [asked] = router.chat_requests(B)
     assert json.loads(asked.body)["messages"][-1] == {
@@ -144,6 +147,11 @@ async def test_a_restart_that_does_not_reproduce_the_sent_text_ends_with_the_ori
         "user",
         "user",
     ]
+
+
+async def _metrics(base: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"{base[:-3]}/metrics") as resp:
+        return await resp.text()
 
 
 async def _raw_stream(base: str, **extra: Any) -> tuple[int, bytes]:

@@ -35,6 +35,7 @@ from gateway.metrics import Metrics
 from gateway.observe import SecretRedactor
 from gateway.refs import ModelRef
 from gateway.rescue import (
+    ECHO_MIN_CHARS,
     PrefillMemory,
     can_rescue,
     is_prefill_rejection,
@@ -449,7 +450,8 @@ class ChainEngine:
             while deadline - loop.time() > 0:
                 text = "".join(sent)
                 kind, body = rescue_request(request.body, text, ref, self.prefill)
-                if not text:
+                if len(text.strip()) < ECHO_MIN_CHARS:
+                    # Too short to tell a continuation from an answer started over: restart.
                     kind, body = "restart", dict(request.body)
                 attempt = Attempt(
                     self,
