@@ -1,6 +1,6 @@
 """The app's shared state: one typed ``web.AppKey`` per resource.
 
-``make_app`` sets the plain values (settings, metrics, cooldowns, traffic, clock); the
+``make_app`` sets the plain values (settings, metrics, breaker, traffic, clock); the
 resources that must be closed (the upstream client and its session, the catalog refresher,
 the chain engine and its pending log lines; the state dir's database, the ledger and the
 Responses store) are created and closed in ``server._storage`` and ``server._resources``,
@@ -16,13 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.breaker import Breaker
 from gateway.discovery import CatalogRefresher
 from gateway.engine import ChainEngine, Clock
 from gateway.ledger.db import Database
 from gateway.ledger.responses import ResponseStore
 from gateway.ledger.usage import LedgerWriter
 from gateway.metrics import Metrics
-from gateway.routing import Cooldowns
 from gateway.settings import Settings
 from gateway.upstream import Upstream
 
@@ -55,7 +55,7 @@ class Traffic:
 
 SETTINGS = web.AppKey("settings", LiveSettings)
 METRICS = web.AppKey("metrics", Metrics)
-COOLDOWNS = web.AppKey("cooldowns", Cooldowns)
+BREAKER = web.AppKey("breaker", Breaker)  # per-model circuit breaker (SPEC §9)
 TRAFFIC = web.AppKey("traffic", Traffic)
 CLOCK = web.AppKey("clock", Clock)
 STARTED = web.AppKey("started", float)  # wall-clock start, the ``created`` of /v1/models

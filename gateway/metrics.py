@@ -12,12 +12,17 @@ import asyncio
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.breaker import Breaker, State
+from gateway.refs import ModelRef
 from gateway.routing import KnownRefs
 from gateway.upstream import upstream_connection_counts
 
 OTHER = "other"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+_BREAKER_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 
 
 class Metrics:
@@ -67,6 +72,30 @@ class Metrics:
         self.cooling_models = Gauge(
             "coderclaw_cooling_models", "Models in cooldown now", registry=r
         )
+        # -- routing that recovers by itself (SPEC §9): breaker, hedging, rescue ----------------
+        self.breaker_state = Gauge(
+            "coderclaw_breaker_state",
+            "Breaker state per configured model: 0 closed, 1 half-open, 2 open",
+            ["model"],
+            registry=r,
+        )
+        self.hedges_started = Counter(
+            "coderclaw_hedges_started",
+            "Hedges started: a second model asked before the first sent its first chunk",
+            registry=r,
+        )
+        self.hedges_won = Counter(
+            "coderclaw_hedges_won", "Hedges whose second model answered first", registry=r
+        )
+        self.rescues_tried = Counter(
+            "coderclaw_rescues_tried", "Committed streams that broke and were rescued", registry=r
+        )
+        self.rescues_succeeded = Counter(
+            "coderclaw_rescues_succeeded",
+            "Rescued streams that ended normally on another model",
+            registry=r,
+        )
+        # ---------------------------------------------------------------------------------------
         self.catalog_models = Gauge(
             "coderclaw_catalog_models", "Models in the current catalog", registry=r
         )
@@ -90,6 +119,15 @@ class Metrics:
         active, idle = upstream_connection_counts(connector)
         self.upstream_connections.labels("active").set(active)
         self.upstream_connections.labels("idle").set(idle)
+
+    def observe_breaker(
+        self, breaker: Breaker, configured: tuple[ModelRef, ...], now: float
+    ) -> None:
+        """Set the breaker gauges as they are now: the open models, and each configured
+        model's state (0 closed, 1 half-open, 2 open)."""
+        self.cooling_models.set(len(breaker.cooling(now)))
+        for ref in configured:
+            self.breaker_state.labels(str(ref)).set(_BREAKER_VALUES[breaker.state(ref, now)])
 
     def set_known_refs(self, known: KnownRefs) -> None:
         """Label only these refs by name from now on; every other one is ``other``."""

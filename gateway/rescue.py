@@ -9,8 +9,8 @@ Stitching is strict, and says so:
   or dropping spaces would break the words that a cut splits (``"Hel"`` → ``"lo"``). One guard:
   a server that takes the trailing assistant message as a finished turn and answers anew
   (vLLM-style servers without ``continue_final_message`` do) would repeat the text; an answer
-  that opens with the first ``ECHO_CHARS`` characters of the sent text is taken for such a
-  restart and checked like one.
+  that opens like the sent text (its first ``ECHO_MIN_CHARS`` characters agree) is taken for
+  such a restart and checked like one, so one that then says something else is refused.
 - **prefix-checked restart** (``PrefixCheck``): leading whitespace at the very start of the
   answer is ignored on both sides (a restart often differs only in an opening newline, and the
   client already shows the first one); after it the new answer must reproduce the sent text
@@ -233,7 +233,11 @@ class ContinuationCheck:
         start = self._held.lstrip()
         if len(start) < len(self._probe) and self._probe.startswith(start):
             return None
-        if start.startswith(self._probe):
+        # An answer that opens like the sent text (its first ECHO_MIN_CHARS characters, or
+        # all of a shorter probe) started over, even if it says something else later: a
+        # continuation never repeats the answer's opening. The prefix check then decides.
+        common = _common_prefix(start, self._probe)
+        if common >= min(len(self._probe), ECHO_MIN_CHARS):
             self._restart = PrefixCheck(self._sent)
             return self._restart.feed(self._held)
         self._decided = True
@@ -246,6 +250,12 @@ class ContinuationCheck:
         held, self._held = self._held, ""
         self._decided = True
         return held or None
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """How many leading characters ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 def stream_check(kind: RescueKind, sent_text: str) -> ContinuationCheck | PrefixCheck:

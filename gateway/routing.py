@@ -1,13 +1,12 @@
-"""Failover decisions (pure): classify one attempt's outcome, decide what comes next, and keep
-per-model cooldowns (bounded for refs that are neither configured nor in the catalog). The
-clock and the randomness are passed in.
+"""Failover decisions (pure): classify one attempt's outcome, decide what comes next, and the
+set of refs the gateway keeps named state for. The randomness is passed in. The per-model
+breaker that skips a failed model is ``gateway.breaker`` (SPEC §9).
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -19,8 +18,6 @@ MODEL_GONE_STATUSES = frozenset({404, 410})
 MODEL_GONE_CODES = frozenset({"model_not_supported", "model_not_found", "context_length_exceeded"})
 ACCOUNT_STATUSES = frozenset({401, 402, 403})
 
-COOLDOWN_BASE_S = 10.0
-COOLDOWN_MAX_S = 60.0
 BACKOFF_BASE_S = 0.5
 
 
@@ -122,16 +119,9 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if 0 <= seconds < 86_400 else None
 
 
-def cooldown_seconds(consecutive_failures: int, retry_after: float | None = None) -> float:
-    """10 s, doubling per consecutive failure up to 60 s; a longer Retry-After wins."""
-    base = min(COOLDOWN_BASE_S * 2.0 ** max(consecutive_failures - 1, 0), COOLDOWN_MAX_S)
-    return max(base, retry_after or 0.0)
-
-
 # ------------------------------------------------------------------------ known refs
 
 KnownSource = Callable[[], tuple[Collection[ModelRef], Catalog]]
-MAX_OTHER_COOLDOWNS = 256
 
 
 def known_refs(configured: Iterable[ModelRef], catalog: Catalog) -> frozenset[ModelRef]:
@@ -146,7 +136,7 @@ def known_refs(configured: Iterable[ModelRef], catalog: Catalog) -> frozenset[Mo
 
 class KnownRefs:
     """Which refs the gateway keeps state for by name; a client can send any other ref, and
-    those share bounded state (the ``other`` metric label, a small cooldown LRU).
+    those share bounded state (the ``other`` metric label).
 
     ``source`` gives the current (configured refs, catalog). The set is rebuilt only when
     either object is a new one (a reload, a catalog refresh), so a lookup is one set probe.
@@ -177,96 +167,6 @@ class KnownRefs:
         """Whether ``label`` is the canonical form of a known ref."""
         self._current()
         return label in self._labels
-
-
-@dataclass(slots=True)
-class _Cooling:
-    until: float
-    failures: int
-    since: float  # when this cooldown began
-
-
-class Cooldowns:
-    """Per-ref cooldowns; ``now`` is always passed in (monotonic seconds).
-
-    Once ``set_known_refs`` is called, refs outside that set (any name a client sends) are
-    kept in an LRU of ``max_others`` entries, so that they cannot grow the gateway's memory.
-    """
-
-    def __init__(self, max_others: int = MAX_OTHER_COOLDOWNS) -> None:
-        self._state: dict[ModelRef, _Cooling] = {}
-        self._others: OrderedDict[ModelRef, _Cooling] = OrderedDict()
-        self._max_others = max_others
-        self._known: KnownRefs | None = None
-
-    def set_known_refs(self, known: KnownRefs) -> None:
-        self._known = known
-
-    def _get(self, ref: ModelRef) -> _Cooling | None:
-        return self._state.get(ref) or self._others.get(ref)
-
-    def _put(self, ref: ModelRef, cooling: _Cooling) -> None:
-        if self._known is None or ref in self._known:
-            self._others.pop(ref, None)
-            self._state[ref] = cooling
-            return
-        self._others[ref] = cooling
-        self._others.move_to_end(ref)
-        while len(self._others) > self._max_others:
-            self._others.popitem(last=False)
-
-    def fail(
-        self,
-        ref: ModelRef,
-        now: float,
-        retry_after: float | None = None,
-        *,
-        started: float | None = None,
-    ) -> float:
-        """Record that ``ref`` used up its attempts; returns when its cooldown ends.
-
-        ``started`` is when the request began trying ``ref``. A request that set out before the
-        current cooldown began met the same outage as the one that started it (many requests
-        are in flight at once): it does not double the cooldown, though a longer Retry-After
-        still extends it.
-        """
-        prev = self._get(ref)
-        if prev is not None and prev.until > now and started is not None and started < prev.since:
-            prev.until = max(prev.until, now + (retry_after or 0.0))
-            return prev.until
-        failures = prev.failures + 1 if prev else 1
-        until = now + cooldown_seconds(failures, retry_after)
-        self._put(ref, _Cooling(until, failures, now))
-        return until
-
-    def succeed(self, ref: ModelRef) -> None:
-        self._state.pop(ref, None)
-        self._others.pop(ref, None)
-
-    def cooling_until(self, ref: ModelRef, now: float) -> float | None:
-        state = self._get(ref)
-        return state.until if state and state.until > now else None
-
-    def cooling(self, now: float) -> list[ModelRef]:
-        entries = (*self._state.items(), *self._others.items())
-        return [ref for ref, s in entries if s.until > now]
-
-    def soonest_end(self, refs: Iterable[ModelRef], now: float) -> float | None:
-        ends = [u for u in (self.cooling_until(r, now) for r in refs) if u is not None]
-        return min(ends) if ends else None
-
-    def __len__(self) -> int:
-        """How many refs have an entry (cooling now or remembered for the doubling)."""
-        return len(self._state) + len(self._others)
-
-
-def plan_chain(chain: Sequence[ModelRef], cooldowns: Cooldowns, now: float) -> list[ModelRef]:
-    """The models to try, in order: those not cooling; if all are cooling, the one that ends
-    first."""
-    ready = [ref for ref in chain if cooldowns.cooling_until(ref, now) is None]
-    if ready:
-        return ready
-    return [min(chain, key=lambda ref: cooldowns.cooling_until(ref, now) or now)][:1]
 
 
 def request_chain(requested: ModelRef | None, configured: Sequence[ModelRef]) -> list[ModelRef]:

@@ -15,8 +15,8 @@ from aiohttp import web
 
 from gateway import guard, wire
 from gateway.app_state import (
+    BREAKER,
     CLOCK,
-    COOLDOWNS,
     CORS_HEADERS,
     DATABASE,
     ENGINE,
@@ -32,12 +32,14 @@ from gateway.app_state import (
     LiveSettings,
     Traffic,
 )
+from gateway.breaker import Breaker
 from gateway.dialects import responses_http
 from gateway.dialects.chat import chat_completions, json_error
 from gateway.dialects.messages import http as messages_http
 from gateway.discovery import CatalogRefresher
 from gateway.engine import ChainEngine, Clock, SystemClock
 from gateway.errors import RefError
+from gateway.ledger.breaker import load_breaker, save_breaker
 from gateway.ledger.db import Database
 from gateway.ledger.period import local_zone
 from gateway.ledger.responses import ResponseStore
@@ -48,7 +50,7 @@ from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, get_logger
 from gateway.openapi import openapi_handler
 from gateway.refs import parse_ref
-from gateway.routing import Cooldowns, KnownRefs
+from gateway.routing import KnownRefs
 from gateway.secret import Secret
 from gateway.settings import Settings
 from gateway.upstream import Upstream, new_session
@@ -345,7 +347,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     app = request.app
     app[ENGINE].flush_logs()  # the counters of requests already answered
     m = app[METRICS]
-    m.cooling_models.set(len(app[COOLDOWNS].cooling(app[CLOCK].monotonic())))
+    m.observe_breaker(app[BREAKER], app[SETTINGS].current.configured_refs, app[CLOCK].monotonic())
     m.observe_process(app[UPSTREAM].session.connector)
     refresher = app[REFRESHER]
     m.catalog_models.set(len(refresher.catalog))
@@ -401,12 +403,17 @@ def _resources(
         # Metric labels and cooldown entries only for configured and catalog refs.
         known = KnownRefs(lambda: (live.current.configured_refs, refresher.catalog))
         app[METRICS].set_known_refs(known)
-        app[COOLDOWNS].set_known_refs(known)
-        engine = ChainEngine(upstream, app[COOLDOWNS], app[METRICS], app[CLOCK])
+        # The breaker's state of the last run, when still current (SPEC §9).
+        clock = app[CLOCK]
+        breaker = app[BREAKER]
+        breaker.restore(await load_breaker(app[DATABASE]), clock.time(), clock.monotonic())
+        engine = ChainEngine(upstream, breaker, app[METRICS], clock)
+        engine.configure(live.current)
         app[UPSTREAM] = upstream
         app[REFRESHER] = refresher
         app[ENGINE] = engine
         live.on_change(lambda settings: _reconfigure(refresher, settings))
+        live.on_change(engine.configure)
         refresher.start()
         try:
             yield
@@ -414,6 +421,7 @@ def _resources(
             await refresher.stop()
             await upstream.close()
             engine.flush_logs()
+            save_breaker(app[DATABASE], breaker.snapshot(clock.time(), clock.monotonic()))
             if own_session:
                 await upstream.session.close()
 
@@ -448,7 +456,13 @@ def make_app(
     live.on_change(lambda new: REDACTOR.set(new.secrets()))
     app[SETTINGS] = live
     app[METRICS] = Metrics()
-    app[COOLDOWNS] = Cooldowns()
+    gw = settings.config.gateway
+    app[BREAKER] = Breaker(
+        gw.breaker.base_seconds,
+        gw.breaker.max_seconds,
+        configured=settings.configured_refs,
+        probe_timeout=gw.timeouts.total_seconds,
+    )
     app[TRAFFIC] = Traffic()
     app[CLOCK] = clock
     app[STARTED] = clock.time()

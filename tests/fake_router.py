@@ -144,6 +144,11 @@ class Reply:
     text_before: str = ""  # with a list of tool_calls: content before the calls
     text_after: str = ""  # with a list of tool_calls: content after the calls
     repeat: bool = False  # stay at the head of the queue forever
+    # A request ending with an assistant message (a prefill): ``continue_prefill`` streams the
+    # rest of ``content`` after that text when ``content`` starts with it (a model that
+    # continues the final message); ``reject_prefill`` answers Anthropic's 400 instead.
+    continue_prefill: bool = False
+    reject_prefill: bool = False
     location: str | None = None  # with a 3xx ``status``: the redirect's target, no body
 
 
@@ -443,6 +448,23 @@ def _count_words(messages: Any) -> int:
     return max(words, 1)
 
 
+# Anthropic's wording (Claude 4.6+) for a request ending with an assistant message.
+MSG_NO_PREFILL = (
+    "This model does not support assistant message prefill. "
+    "The conversation must end with a user message."
+)
+
+
+def _prefill(body: dict[str, Any]) -> str | None:
+    """The text of a final assistant message (a prefill), or None."""
+    messages = body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if isinstance(last, dict) and last.get("role") == "assistant":
+        content = last.get("content")
+        return content if isinstance(content, str) else None
+    return None
+
+
 def _split(text: str, pieces: int) -> list[str]:
     size = len(text)
     return [text[i * size // pieces : (i + 1) * size // pieces] for i in range(pieces)]
@@ -523,6 +545,10 @@ class FakeRouter:
         A scripted id counts as a served model even when it is not in ``models``.
         """
         self._scripts.setdefault(model, []).extend(replies)
+
+    def clear(self, model: str) -> None:
+        """Drop the replies queued for ``model`` (it answers the default from now on)."""
+        self._scripts.pop(model, None)
 
     def set_default(self, reply: Reply) -> None:
         """The reply used once a model's queue is empty (initially ``Reply()``)."""
@@ -744,6 +770,8 @@ class FakeRouter:
                 400, _fill(MSG_NOT_SUPPORTED, model=sent), "model_not_supported", "model"
             )
         reply = self._next_reply(sent)
+        if reply.reject_prefill and _prefill(body) is not None:
+            return _object_error(400, MSG_NO_PREFILL, None, None)
         suffix = sent.partition(":")[2]
         provider = suffix if suffix and suffix not in POLICIES else reply.provider
         headers = {"x-inference-provider": provider}
@@ -783,6 +811,9 @@ class _Turn:
         self.id = f"{uuid.uuid4().hex[:7]}-{uuid.uuid4().hex[:16]}"
         self.created = int(time.time())
         self.content = reply.content.replace("{model}", self.model)
+        prefill = _prefill(body) if reply.continue_prefill else None
+        if prefill is not None and self.content.startswith(prefill):
+            self.content = self.content[len(prefill) :]
         self.together = provider == "together"
         self.calls = self._scripted_calls()
 

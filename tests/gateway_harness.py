@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.app_state import COOLDOWNS, SETTINGS, TRAFFIC, UPSTREAM
+from gateway.app_state import BREAKER, SETTINGS, TRAFFIC, UPSTREAM
+from gateway.breaker import Breaker
 from gateway.engine import Clock
-from gateway.routing import Cooldowns
 from gateway.server import make_app
 from gateway.settings import Settings, load_settings
 from tests.fake_router import FakeRouter
@@ -55,8 +55,13 @@ class GatewayView:
         return self.app[SETTINGS].current
 
     @property
-    def cooldowns(self) -> Cooldowns:
-        return self.app[COOLDOWNS]
+    def cooldowns(self) -> Breaker:
+        """The per-model breaker (its ``fail`` / ``cooling_until`` as the old cooldowns')."""
+        return self.app[BREAKER]
+
+    @property
+    def breaker(self) -> Breaker:
+        return self.app[BREAKER]
 
     @property
     def open_streams(self) -> int:

@@ -14,10 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.breaker import Breaker, State
 from gateway.catalog import Catalog, CatalogEntry, ProviderOffer
 from gateway.metrics import OTHER, Metrics
 from gateway.refs import ModelRef, parse_ref
-from gateway.routing import Cooldowns, KnownRefs, known_refs
+from gateway.routing import KnownRefs, known_refs
 from tests.conftest import clean_env
 from tests.daemon_harness import free_port, gateway_argv, run_process
 from tests.fake_router import FakeRouter
@@ -129,42 +130,34 @@ def test_unknown_models_share_one_series() -> None:
     assert "evil" not in text
 
 
-# ---------------------------------------------------------------------------- cooldowns
+# ---------------------------------------------------------------------------- breaker
 
 
-def test_cooldowns_of_unknown_refs_live_in_a_small_lru_and_known_ones_are_never_evicted() -> None:
-    """Past max_others unknown refs, the least recently failed is forgotten; the cooldown of a
-    configured ref stays through any number of them."""
-    cooldowns = Cooldowns(max_others=3)
-    cooldowns.set_known_refs(_known())
-    cooldowns.fail(A, 100.0)
+def test_breaker_entries_of_unknown_refs_live_in_a_small_lru_and_known_ones_are_never_evicted() -> (
+    None
+):
+    """Past max_entries unknown refs, the least recently failed is forgotten; the opening of a
+    configured ref stays through any number of them (SPEC §9: 5 s for a first failure)."""
+    breaker = Breaker(configured=[A], max_entries=3)
+    breaker.fail(A, 100.0)
     others = [parse_ref(f"huggingface/evil/m-{i}") for i in range(10)]
     for i, ref in enumerate(others):
-        cooldowns.fail(ref, 100.0 + i)
-    assert len(cooldowns) == 4
-    assert cooldowns.cooling_until(A, 101.0) == 110.0
-    remembered = [cooldowns.cooling_until(r, 101.0) is not None for r in others]
+        breaker.fail(ref, 100.0 + i)
+    assert breaker.cooling_until(A, 101.0) == 105.0
+    remembered = [breaker.state(r, 101.0) is not State.CLOSED for r in others]
     assert remembered == [False] * 7 + [True] * 3
-    assert set(cooldowns.cooling(101.0)) == {A, *others[-3:]}
+    assert set(breaker.cooling(101.0)) == {A, *others[-3:]}
 
 
-def test_an_unknown_ref_still_cools_down_and_doubles_while_remembered() -> None:
-    """Inside the LRU an unknown ref behaves as before: 10 s, then 20 s; success forgets it."""
-    cooldowns = Cooldowns(max_others=3)
-    cooldowns.set_known_refs(_known())
+def test_an_unknown_ref_still_opens_and_doubles_while_remembered() -> None:
+    """Inside the LRU an unknown ref behaves as a configured one: 5 s, then 10 s; a success
+    forgets it."""
+    breaker = Breaker(configured=[A], max_entries=3)
     ref = parse_ref("huggingface/evil/m")
-    assert cooldowns.fail(ref, 0.0) == 10.0
-    assert cooldowns.fail(ref, 20.0) == 40.0
-    cooldowns.succeed(ref)
-    assert cooldowns.cooling_until(ref, 21.0) is None and len(cooldowns) == 0
-
-
-def test_without_a_known_set_every_ref_is_kept() -> None:
-    """Before the app names its known refs, Cooldowns keeps every entry (the pure default)."""
-    cooldowns = Cooldowns(max_others=1)
-    for i in range(5):
-        cooldowns.fail(parse_ref(f"huggingface/x/m-{i}"), 0.0)
-    assert len(cooldowns) == 5
+    assert breaker.fail(ref, 0.0) == 5.0
+    assert breaker.fail(ref, 20.0) == 30.0
+    breaker.succeed(ref)
+    assert breaker.state(ref, 21.0) is State.CLOSED and breaker.cooling(21.0) == []
 
 
 # ------------------------------------------------------------ 20,000 refs, a real gateway

@@ -1,4 +1,5 @@
-"""The failover decisions of SPEC §6, as tables: classify, decide, cooldowns, chains."""
+"""The failover decisions of SPEC §6, as tables: classify, decide, chains (the
+breaker that replaced the cooldowns is pinned in test_breaker.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,14 @@ import pytest
 from gateway.refs import ModelRef, parse_ref
 from gateway.routing import (
     Action,
-    Cooldowns,
     Decision,
     Failure,
     Verdict,
     backoff_seconds,
     chain_failure,
     classify,
-    cooldown_seconds,
     decide,
     parse_retry_after,
-    plan_chain,
     request_chain,
 )
 
@@ -170,115 +168,7 @@ def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after(header) == seconds
 
 
-# -- cooldowns -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("failures", "retry_after", "seconds"),
-    [
-        (1, None, 10.0),
-        (2, None, 20.0),
-        (3, None, 40.0),
-        (4, None, 60.0),
-        (9, None, 60.0),
-        (1, 5.0, 10.0),  # a shorter Retry-After does not shorten it
-        (1, 30.0, 30.0),  # a longer Retry-After wins
-        (4, 120.0, 120.0),  # even past the cap
-        (0, None, 10.0),
-    ],
-)
-def test_cooldown_seconds(failures: int, retry_after: float | None, seconds: float) -> None:
-    assert cooldown_seconds(failures, retry_after) == seconds
-
-
-def test_cooldowns_double_per_consecutive_failure_up_to_a_minute() -> None:
-    cd = Cooldowns()
-    now = 1000.0
-    ends = []
-    for _ in range(5):
-        end = cd.fail(A, now)
-        ends.append(end - now)
-        now = end + 1.0  # tried again after the cooldown, and failed again
-    assert ends == [10.0, 20.0, 40.0, 60.0, 60.0]
-
-
-def test_cooldown_ends_by_itself_and_a_success_resets_the_doubling() -> None:
-    cd = Cooldowns()
-    assert cd.fail(A, 100.0) == 110.0
-    assert cd.cooling_until(A, 109.9) == 110.0
-    assert cd.cooling_until(A, 110.0) is None  # over at its end, nobody has to clear it
-    assert cd.cooling(105.0) == [A]
-    assert cd.cooling(111.0) == []
-    assert cd.fail(A, 120.0) == 140.0  # second consecutive failure: 20 s
-    cd.succeed(A)
-    assert cd.cooling_until(A, 121.0) is None
-    assert cd.fail(A, 200.0) == 210.0  # back to 10 s after a success
-
-
-def test_cooldown_a_longer_retry_after_wins() -> None:
-    cd = Cooldowns()
-    assert cd.fail(A, 0.0, retry_after=60.0) == 60.0
-    assert cd.fail(B, 0.0, retry_after=3.0) == 10.0
-
-
-@pytest.mark.parametrize(
-    ("started", "now", "retry_after", "until"),
-    [
-        (99.0, 101.0, None, 110.0),  # in flight before the cooldown began: same outage
-        (99.0, 101.0, 30.0, 131.0),  # ... though a longer Retry-After extends it
-        (99.0, 101.0, 5.0, 110.0),
-        (100.5, 101.0, None, 121.0),  # set out while it cooled (all were cooling): doubles
-        (None, 101.0, None, 121.0),  # no start given: counts
-        (99.0, 111.0, None, 131.0),  # the cooldown is over: a new failure, doubled
-    ],
-)
-def test_a_failure_already_in_flight_does_not_double_the_cooldown(
-    started: float | None, now: float, retry_after: float | None, until: float
-) -> None:
-    cd = Cooldowns()
-    assert cd.fail(A, 100.0, started=95.0) == 110.0
-    assert cd.fail(A, now, retry_after, started=started) == until
-    assert cd.cooling_until(A, now) == until
-
-
-def test_concurrent_failures_then_a_real_second_one() -> None:
-    """Ten requests in flight when a model fails cool it 10 s; failing again afterwards, 20 s."""
-    cd = Cooldowns()
-    for i in range(10):
-        cd.fail(A, 100.0 + i * 0.01, started=99.0)
-    assert cd.cooling_until(A, 101.0) == 110.0
-    assert cd.fail(A, 112.0, started=111.0) == 132.0
-
-
-def test_cooldowns_are_per_ref_and_a_suffix_is_another_ref() -> None:
-    cd = Cooldowns()
-    cd.fail(A, 0.0)
-    assert cd.cooling_until(B, 1.0) is None
-    assert cd.cooling_until(ModelRef("org/model-a", "groq"), 1.0) is None
-    assert cd.soonest_end([A, B], 1.0) == 10.0
-    assert cd.soonest_end([B], 1.0) is None
-
-
 # -- chains ----------------------------------------------------------------------------------
-
-
-def test_plan_chain_skips_cooling_models_in_order() -> None:
-    cd = Cooldowns()
-    cd.fail(A, 0.0)
-    assert plan_chain([A, B, C], cd, 5.0) == [B, C]
-    assert plan_chain([A, B, C], cd, 10.0) == [A, B, C]  # the cooldown is over: A first again
-
-
-def test_plan_chain_tries_the_soonest_to_end_when_every_model_cools() -> None:
-    cd = Cooldowns()
-    cd.fail(A, 0.0, retry_after=50.0)  # until 50
-    cd.fail(B, 0.0)  # until 10
-    cd.fail(C, 0.0, retry_after=30.0)  # until 30
-    assert plan_chain([A, B, C], cd, 1.0) == [B]
-
-
-def test_plan_chain_nothing_cooling_keeps_the_chain() -> None:
-    assert plan_chain([A, B], Cooldowns(), 0.0) == [A, B]
 
 
 @pytest.mark.parametrize(

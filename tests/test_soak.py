@@ -192,7 +192,10 @@ def judge_stream(headers: Any, body: bytes, clean_end: bool) -> Verdict:
         choices = [c for p in parsed for c in p.get("choices") or ()]
         text = "".join((c.get("delta") or {}).get("content") or "" for c in choices)
         finished = any(c.get("finish_reason") for c in choices)
-        expected = expected_text(headers.get("x-coderclaw-model"))
+        # The model that finished it: the served one, or from a mid-stream rescue on (SPEC §9)
+        # the one that continued it; the fake answers anew, so the whole text is that model's.
+        named = [p["model"] for p in parsed if isinstance(p, dict) and p.get("model")]
+        expected = expected_text(named[-1] if named else headers.get("x-coderclaw-model"))
         if not finished:
             return Verdict(FAILURE, "[DONE] without a finish_reason")
         if text != expected:

@@ -523,7 +523,7 @@ async def test_the_injected_clock_runs_the_cooldowns(
     isolated_home: Path, router: FakeRouter
 ) -> None:
     """With a clock passed to the app, a cooled primary comes back when that clock passes the
-    cooldown (60 s max), with no sleeping and no back-dating."""
+    open time (15 s max, SPEC §9), with no sleeping and no back-dating."""
     clock = StepClock()
     router.script(A, Reply(status=503, retry_after="0"), Reply(status=503, retry_after="0"))
     async with (
@@ -532,9 +532,9 @@ async def test_the_injected_clock_runs_the_cooldowns(
     ):
         async with session.post(f"{base}/chat/completions", json=CHAT) as r:
             assert r.headers["x-coderclaw-attempts"] == f"{REF_A}=503,{REF_A}=503,{REF_B}=200"
-        assert state.cooldowns.cooling_until(parse_ref(REF_A), clock.now) == clock.now + 10
+        assert state.cooldowns.cooling_until(parse_ref(REF_A), clock.now) == clock.now + 5
         async with session.post(f"{base}/chat/completions", json=CHAT) as r:
             assert r.headers["x-coderclaw-attempts"] == f"{REF_B}=200", "A is cooling"
-        clock.now += 61
+        clock.now += 16
         async with session.post(f"{base}/chat/completions", json=CHAT) as r:
             assert r.headers["x-coderclaw-attempts"] == f"{REF_A}=200", "A is back"

@@ -4,41 +4,52 @@ The decisions are ``routing``'s; the rendering is the sink's (``events``); the u
 ``gateway.upstream``'s. A dialect handler builds a ``ChatRequest`` and calls
 ``ChainEngine.run(request, sink)``; the engine returns the response to send.
 
-``cooldowns`` is the one object consulted for planning (``plan_chain``) and told of each
-model's outcome (``succeed`` / ``fail``): the seam a circuit breaker replaces.
+``breaker`` (SPEC §9) is the one object consulted for planning (``Breaker.plan``) and told of
+each model's outcome (``succeed`` / ``fail``); a half-open model is tried as a probe, one
+request at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from gateway import wire
+from gateway.breaker import Breaker, Planned, ProbeTicket, failure_reason
 from gateway.engine.events import ChainFailure, Clock, FailureKind, Sink, SystemClock
 from gateway.engine.record import AttemptLog, RequestLog, RequestRecord
-from gateway.engine.relay import Attempt, Failed, relay_stream
+from gateway.engine.relay import Attempt, Broken, Failed, Race, relay_stream
 from gateway.errors import (
     UpstreamError,
     UpstreamRedirect,
     UpstreamTimeout,
     UpstreamTooLarge,
 )
+from gateway.hedging import HedgeBudget, HedgeStats, hedge_delay
 from gateway.metrics import Metrics
 from gateway.observe import SecretRedactor
 from gateway.refs import ModelRef
+from gateway.rescue import (
+    ECHO_MIN_CHARS,
+    PrefillMemory,
+    can_rescue,
+    is_prefill_rejection,
+    rescue_request,
+    stream_check,
+)
 from gateway.routing import (
     Action,
-    Cooldowns,
     Failure,
+    Verdict,
     chain_failure,
     classify,
     decide,
     parse_retry_after,
-    plan_chain,
 )
 from gateway.settings import Settings
 from gateway.upstream import MAX_BODY_BYTES, Upstream, UpstreamReply
@@ -83,12 +94,16 @@ class ChainEngine:
     def __init__(
         self,
         upstream: Upstream,
-        cooldowns: Cooldowns,
+        breaker: Breaker,
         metrics: Metrics,
         clock: Clock | None = None,
     ) -> None:
         self.upstream = upstream
-        self.cooldowns = cooldowns
+        self.breaker = breaker
+        self.metrics = metrics
+        self.hedge_stats = HedgeStats()
+        self.hedge_budget = HedgeBudget()
+        self.prefill = PrefillMemory()
         self.clock = clock or SystemClock()
         self.log = RequestLog(metrics)
         self.draining = False  # set at shutdown: streams cut then end with an honest error
@@ -112,6 +127,24 @@ class ChainEngine:
             record.finished = self.clock.monotonic()
             self.log.add(record)
 
+    def configure(self, settings: Settings) -> None:
+        """Apply the settings in force (at start and on every reload)."""
+        gw = settings.config.gateway
+        self.breaker.configure(
+            gw.breaker.base_seconds,
+            gw.breaker.max_seconds,
+            configured=settings.configured_refs,
+            probe_timeout=gw.timeouts.total_seconds,
+        )
+        self.hedge_stats.configured = frozenset(settings.configured_refs)
+        self.hedge_budget.max_fraction = gw.hedge.max_fraction
+        models = settings.config.agents.defaults.models
+        self.prefill.configure(
+            ref
+            for ref in settings.configured_refs
+            if (opts := models.get(str(ref))) is not None and opts.prefill is False
+        )
+
     def flush_logs(self) -> None:
         self.log.flush()
 
@@ -122,55 +155,359 @@ class ChainEngine:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + gw.timeouts.total_seconds
         last: Failed | None = None
-        clock = self.clock
-        for ref in plan_chain(request.chain, self.cooldowns, clock.monotonic()):
-            tries = 0
-            model_started = clock.monotonic()
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return self._exhausted(request, record, sink, last, budget_spent=True)
-                tries += 1
-                attempt = Attempt(self, request, record, sink, ref, clock.monotonic())
-                result = await self._attempt(attempt, remaining)
-                if isinstance(result, web.StreamResponse):
-                    self.cooldowns.succeed(ref)
-                    return result
-                elapsed = clock.monotonic() - attempt.started
-                record.attempts.append(
-                    AttemptLog(ref, result.status, result.failure, elapsed * 1e3)
-                )
-                last = result
-                verdict = classify(result.status, code=result.code, failure=result.failure)
-                decision = decide(
-                    verdict,
-                    attempts_on_model=tries,
-                    retries=gw.retries,
-                    retry_after=result.retry_after,
-                    max_retry_wait=gw.max_retry_wait_seconds,
-                )
-                if decision.action is Action.RETURN:
-                    return self._client_error(request, record, sink, result)
-                if decision.action is Action.STOP:
-                    return self._account_error(request, record, sink, result)
-                if decision.action is Action.RETRY:
-                    wait = min(decision.wait, deadline - loop.time())
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    continue
-                self.cooldowns.fail(
-                    ref, clock.monotonic(), result.retry_after, started=model_started
-                )
-                break
+        now = self.clock.monotonic()
+        self.hedge_budget.record_request(now)
+        plan = deque(self.breaker.plan(request.chain, now))
+        while plan:
+            planned = plan.popleft()
+            ticket = self._probe_ticket(planned)
+            if ticket is False:
+                continue  # another request is probing it: skip, as an open one
+            try:
+                result = await self._try_model(request, record, sink, planned, plan, deadline)
+            finally:
+                if isinstance(ticket, ProbeTicket):
+                    self.breaker.release_probe(ticket)
+            if isinstance(result, web.StreamResponse):
+                return result
+            if result is None:
+                return self._exhausted(request, record, sink, last, budget_spent=True)
+            last = result
         return self._exhausted(request, record, sink, last, budget_spent=False)
+
+    def _probe_ticket(self, planned: Planned) -> ProbeTicket | bool:
+        """True for a closed model, the ticket of a half-open one, False when it is taken."""
+        if not planned.probe:
+            return True
+        ticket = self.breaker.acquire_probe(planned.ref, self.clock.monotonic())
+        return ticket if ticket is not None else False
+
+    async def _try_model(
+        self,
+        request: ChatRequest,
+        record: RequestRecord,
+        sink: Sink,
+        planned: Planned,
+        plan: deque[Planned],
+        deadline: float,
+    ) -> web.StreamResponse | Failed | None:
+        """One model's attempts (retries within ``gateway.retries``; a probe tries once): the
+        response when it served or the chain must stop, its last failure when the chain goes
+        on, None when the time budget ran out. An attempt without a first chunk after the
+        hedge delay starts the next model of ``plan`` beside it (taken out of ``plan``)."""
+        gw = request.settings.config.gateway
+        loop = asyncio.get_running_loop()
+        clock = self.clock
+        ref = planned.ref
+        tries = 0
+        model_started = clock.monotonic()
+        outcomes: list[int | str] = []
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            tries += 1
+            attempt = Attempt(self, request, record, sink, ref, clock.monotonic())
+            delay = self._hedge_delay(request, planned, plan)
+            hedged = False
+            if delay is None:
+                result = await self._attempt(attempt, remaining)
+            else:
+                result, hedged = await self._hedged(attempt, planned, delay, plan, deadline)
+                if hedged:  # the race logged both attempts and told the breaker
+                    result = self._after_race(request, record, sink, result)
+                    if isinstance(result, Broken):
+                        return await self._rescue(result, plan, deadline)
+                    return result
+            if isinstance(result, web.StreamResponse):
+                self.breaker.succeed(ref)
+                return result
+            if isinstance(result, Broken):
+                self.breaker.succeed(ref)  # it answered; the cut is the rescue's
+                return await self._rescue(result, plan, deadline)
+            elapsed = clock.monotonic() - attempt.started
+            record.attempts.append(AttemptLog(ref, result.status, result.failure, elapsed * 1e3))
+            outcomes.append(result.failure.value if result.failure else result.status or 502)
+            verdict = classify(result.status, code=result.code, failure=result.failure)
+            decision = decide(
+                verdict,
+                # A probe asks once: a still-dead model costs the user one quick failure. After
+                # a hedge the chain has moved on: no retry either.
+                attempts_on_model=gw.retries + 1 if planned.probe or hedged else tries,
+                retries=gw.retries,
+                retry_after=result.retry_after,
+                max_retry_wait=gw.max_retry_wait_seconds,
+            )
+            if decision.action is Action.RETURN:
+                return self._client_error(request, record, sink, result)
+            if decision.action is Action.STOP:
+                return self._account_error(request, record, sink, result)
+            if decision.action is Action.RETRY:
+                wait = min(decision.wait, deadline - loop.time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                continue
+            self.breaker.fail(
+                ref,
+                clock.monotonic(),
+                result.retry_after,
+                started=model_started,
+                reason=failure_reason(outcomes, result.retry_after),
+            )
+            return result
+
+    # -- hedging -----------------------------------------------------------------------------
+
+    def _hedge_delay(
+        self, request: ChatRequest, planned: Planned, plan: deque[Planned]
+    ) -> float | None:
+        """When an attempt of ``planned`` without a first chunk is hedged (None: never)."""
+        if not plan:
+            return None
+        gw = request.settings.config.gateway
+        first_token = gw.timeouts.first_token_seconds
+        delay = hedge_delay(
+            self.hedge_stats,
+            planned.ref,
+            first_token_seconds=first_token,
+            after_seconds=gw.hedge.after_seconds,
+            non_stream=gw.hedge.non_stream,
+            stream=request.stream,
+            probe=planned.probe,
+        )
+        # A delay that reaches the first-token timeout is no hedge: the timeout fails over then.
+        return delay if delay is not None and delay < first_token else None
+
+    def _take_hedge(
+        self, probe: bool, plan: deque[Planned]
+    ) -> tuple[Planned, ProbeTicket | None] | None:
+        """The next model of ``plan`` to hedge with (taken out of it), or None: nothing left,
+        or the minute's hedges are spent (a half-open probe is hedged regardless)."""
+        if not probe and not self.hedge_budget.allow(self.clock.monotonic()):
+            return None
+        while plan:
+            planned = plan.popleft()
+            ticket = self._probe_ticket(planned)
+            if ticket is not False:
+                return planned, ticket if isinstance(ticket, ProbeTicket) else None
+        return None
+
+    async def _hedged(
+        self,
+        first: Attempt,
+        planned: Planned,
+        delay: float,
+        plan: deque[Planned],
+        deadline: float,
+    ) -> tuple[web.StreamResponse | Failed | Broken, bool]:
+        """Run ``first``; if it has no first chunk after ``delay``, start the next model beside
+        it. Returns (its result, whether a hedge was started). With a hedge the race tells
+        the breaker and the record about both attempts, but a failure of ``first`` when
+        neither won: that one is the caller's, as without a hedge."""
+        loop = asyncio.get_running_loop()
+        race = Race()
+        first.race = race
+        task_a = loop.create_task(self._raced(first, deadline))
+        race.tasks[first] = task_a
+        tasks = [task_a]
+        hedge: tuple[Planned, ProbeTicket | None] | None = None
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=delay)
+            if done or race.winner is not None:
+                return await task_a, False
+            hedge = self._take_hedge(planned.probe, plan)
+            if hedge is None:
+                return await task_a, False
+            self.metrics.hedges_started.inc()
+            planned_b = hedge[0]
+            second = Attempt(
+                self,
+                first.request,
+                first.record,
+                first.sink,
+                planned_b.ref,
+                self.clock.monotonic(),
+                race,
+            )
+            task_b = loop.create_task(self._raced(second, deadline))
+            race.tasks[second] = task_b
+            tasks.append(task_b)
+            return await self._settle(race, first, planned, second, planned_b, task_a, task_b)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            if len(tasks) > 1 or not task_a.done():
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if hedge is not None and hedge[1] is not None:
+                self.breaker.release_probe(hedge[1])
+
+    async def _raced(
+        self, attempt: Attempt, deadline: float
+    ) -> web.StreamResponse | Failed | Broken:
+        """One attempt of a race; its failure is logged at once (before the other's 200)."""
+        loop = asyncio.get_running_loop()
+        result = await self._attempt(attempt, deadline - loop.time())
+        race = attempt.race
+        if isinstance(result, Failed) and race is not None and len(race.tasks) > 1:
+            elapsed = self.clock.monotonic() - attempt.started
+            attempt.record.attempts.append(
+                AttemptLog(attempt.ref, result.status, result.failure, elapsed * 1e3)
+            )
+            if _opens(result):
+                self._open(attempt.ref, result, attempt.started)
+        return result
+
+    async def _settle(
+        self,
+        race: Race,
+        first: Attempt,
+        planned_a: Planned,
+        second: Attempt,
+        planned_b: Planned,
+        task_a: asyncio.Task[web.StreamResponse | Failed | Broken],
+        task_b: asyncio.Task[web.StreamResponse | Failed | Broken],
+    ) -> tuple[web.StreamResponse | Failed | Broken, bool]:
+        """Wait for both attempts of a hedge (the winner's whole answer; the loser is cancelled
+        by the winner's claim) and tell the breaker. Failures were logged as they came."""
+        await asyncio.wait([task_a, task_b])
+        now = self.clock.monotonic()
+        result_a = None if task_a.cancelled() else task_a.result()
+        result_b = None if task_b.cancelled() else task_b.result()
+        if race.winner is second and result_b is not None and not isinstance(result_b, Failed):
+            self.metrics.hedges_won.inc()
+            self.breaker.succeed(second.ref)
+            if result_a is None and planned_a.probe:  # a probe slower than the hedge
+                self.breaker.fail(first.ref, now, started=first.started, reason="hedged")
+            return result_b, True
+        if race.winner is first and result_a is not None and not isinstance(result_a, Failed):
+            self.breaker.succeed(first.ref)
+            if result_b is None and planned_b.probe:
+                self.breaker.fail(second.ref, now, started=second.started, reason="hedged")
+            return result_a, True
+        # Neither served: both failed (or the winner's task ended without a response).
+        for result in (result_a, result_b):
+            if result is not None and not isinstance(result, Failed):
+                return result, True
+        assert isinstance(result_b, Failed) and isinstance(result_a, Failed)
+        return (
+            result_a
+            if classify(result_a.status, code=result_a.code, failure=result_a.failure) in _FINAL
+            else result_b
+        ), True
+
+    def _after_race(
+        self,
+        request: ChatRequest,
+        record: RequestRecord,
+        sink: Sink,
+        result: web.StreamResponse | Failed | Broken,
+    ) -> web.StreamResponse | Failed | Broken:
+        if not isinstance(result, Failed):
+            return result
+        verdict = classify(result.status, code=result.code, failure=result.failure)
+        if verdict is Verdict.CLIENT_ERROR:
+            return self._client_error(request, record, sink, result)
+        if verdict is Verdict.ACCOUNT:
+            return self._account_error(request, record, sink, result)
+        return result
+
+    def _open(self, ref: ModelRef, failed: Failed, started: float) -> None:
+        outcome: int | str = failed.failure.value if failed.failure else failed.status or 502
+        self.breaker.fail(
+            ref,
+            self.clock.monotonic(),
+            failed.retry_after,
+            started=started,
+            reason=failure_reason([outcome], failed.retry_after),
+        )
+
+    # -- mid-stream rescue -------------------------------------------------------------------
+
+    async def _rescue(
+        self, broken: Broken, plan: deque[Planned], deadline: float
+    ) -> web.StreamResponse:
+        """Continue a broken text stream on the next models of ``plan`` (SPEC §9): with the
+        sent text as a prefill where the model is not known to refuse it, else a restart whose
+        answer must reproduce that text. The client's stream goes on; when no model finishes
+        it, it ends with the original error."""
+        first = broken.attempt
+        request, record, sink = first.request, first.record, first.sink
+        loop = asyncio.get_running_loop()
+        clock = self.clock
+        sent = first.sent if first.sent is not None else []
+        original = broken.error
+        retries = request.settings.config.gateway.retries
+        record.attempts.append(
+            AttemptLog(first.ref, None, None, (clock.monotonic() - first.started) * 1e3, "cut")
+        )
+        self.metrics.rescues_tried.inc()
+        for planned in list(plan):
+            ref = planned.ref
+            if ref == first.ref:
+                continue
+            resets = 0
+            while deadline - loop.time() > 0:
+                text = "".join(sent)
+                kind, body = rescue_request(request.body, text, ref, self.prefill)
+                if len(text.strip()) < ECHO_MIN_CHARS:
+                    # Too short to tell a continuation from an answer started over: restart.
+                    kind, body = "restart", dict(request.body)
+                attempt = Attempt(
+                    self,
+                    request,
+                    record,
+                    sink,
+                    ref,
+                    clock.monotonic(),
+                    out=broken.out,
+                    sent=sent,
+                    check=stream_check(kind, text),
+                )
+                result = await self._attempt(attempt, deadline - loop.time(), body)
+                ms = (clock.monotonic() - attempt.started) * 1e3
+                if isinstance(result, Failed):
+                    record.attempts.append(AttemptLog(ref, result.status, result.failure, ms))
+                    if kind == "continue" and is_prefill_rejection(
+                        result.status, result.message, result.code
+                    ):
+                        self.prefill.learn(ref)  # for the gateway's lifetime
+                        continue  # the same model again, as a restart
+                    if result.failure is Failure.RESET and resets < retries:
+                        resets += 1  # a pooled connection the router had closed: again
+                        continue
+                    break
+                if isinstance(result, Broken):
+                    if result.mismatch:
+                        record.attempts.append(AttemptLog(ref, None, None, ms, "mismatch"))
+                        await first.fail(original)
+                        return broken.out
+                    record.attempts.append(AttemptLog(ref, None, None, ms, "cut"))
+                    break  # the next model goes on from the text sent so far
+                record.attempts.append(AttemptLog(ref, 200, None, ms, "rescue"))
+                if record.outcome == "ok":
+                    self.metrics.rescues_succeeded.inc()
+                return result
+        await first.fail(original)
+        return broken.out
 
     # -- one attempt -------------------------------------------------------------------------
 
-    async def _attempt(self, attempt: Attempt, remaining: float) -> web.StreamResponse | Failed:
+    async def _attempt(
+        self, attempt: Attempt, remaining: float, body: dict[str, Any] | None = None
+    ) -> web.StreamResponse | Failed | Broken:
         request = attempt.request
-        timeouts = request.settings.config.gateway.timeouts
-        body = dict(request.body)
+        gw = request.settings.config.gateway
+        timeouts = gw.timeouts
+        body = dict(request.body if body is None else body)
         body["model"] = attempt.ref.upstream_id
+        if (
+            request.stream
+            and attempt.sent is None
+            and gw.rescue == "continue"
+            and can_rescue(request.body, False)
+        ):
+            attempt.sent = []
         payload = wire.dumps(body)
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + min(timeouts.first_token_seconds, remaining)
@@ -192,6 +529,7 @@ class ChainEngine:
                     if request.stream:
                         timer.reschedule(None)  # the relay keeps its own deadlines
                         return await relay_stream(attempt, reply, first_deadline, total_deadline)
+
                     # Headers came: from now on the body may fall silent for idleSeconds at
                     # most between pieces (and never past the time budget).
                     def progress() -> None:
@@ -293,7 +631,7 @@ class ChainEngine:
         retry_after = None
         if status == 429:
             now = self.clock.monotonic()
-            end = self.cooldowns.soonest_end(request.chain, now)
+            end = self.breaker.soonest_end(request.chain, now)
             retry_after = max(1, math.ceil((end or now + 1) - now))
         record.outcome = f"failed_{status}"
         failure = ChainFailure(
@@ -305,6 +643,14 @@ class ChainEngine:
             retry_after=retry_after,
         )
         return self._render(record, sink, failure)
+
+
+_FINAL = frozenset({Verdict.CLIENT_ERROR, Verdict.ACCOUNT})
+
+
+def _opens(failed: Failed) -> bool:
+    """Does this failure open the model's breaker (a failover, not the request's own fault)?"""
+    return classify(failed.status, code=failed.code, failure=failed.failure) not in _FINAL
 
 
 async def _failed_answer(reply: UpstreamReply) -> Failed:

@@ -28,11 +28,19 @@ class AttemptLog:
     status: int | None
     failure: Failure | None
     ms: float
+    # Instead of the status: "hedged" (cancelled, the other attempt of a hedge answered first),
+    # "cut" (a committed stream that broke), "rescue" (the model that finished it) — SPEC §9.
+    mark: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        if self.mark:
+            return self.mark
+        return self.failure.value if self.failure else str(self.status)
 
     @property
     def label(self) -> str:
-        outcome = self.failure.value if self.failure else str(self.status)
-        return f"{self.ref}={outcome}"
+        return f"{self.ref}={self.outcome}"
 
 
 @dataclass(slots=True)
@@ -111,7 +119,7 @@ class RequestLog:
         metrics.count_request(served or "none", r.outcome)
         metrics.count_dialect(r.dialect, r.outcome)
         for a in r.attempts:
-            metrics.count_attempt(str(a.ref), a.failure.value if a.failure else str(a.status))
+            metrics.count_attempt(str(a.ref), a.outcome)
             metrics.upstream_latency.observe(a.ms / 1e3)
         if r.ttfb is not None:
             metrics.ttfb.observe(r.ttfb)
@@ -129,7 +137,7 @@ class RequestLog:
             attempts=[
                 {
                     "model": str(a.ref),
-                    "status": a.failure.value if a.failure else a.status,
+                    "status": a.mark or (a.failure.value if a.failure else a.status),
                     "ms": round(a.ms, 1),
                 }
                 for a in r.attempts

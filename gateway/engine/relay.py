@@ -19,6 +19,7 @@ from gateway.engine.record import AttemptLog, RequestRecord, log
 from gateway.errors import UpstreamError, UpstreamTooLarge
 from gateway.observe import SecretRedactor
 from gateway.refs import ModelRef
+from gateway.rescue import ContinuationCheck, Mismatch, PrefixCheck
 from gateway.routing import Failure
 from gateway.upstream import UpstreamReply
 
@@ -26,6 +27,20 @@ if TYPE_CHECKING:
     from gateway.engine.chain import ChainEngine, ChatRequest
 
 ERROR_WRITE_SECONDS = 2.0
+
+
+@dataclass(slots=True)
+class Broken:
+    """A committed stream that failed and may be rescued: ``attempt.sent`` holds the text the
+    client has; ``mismatch``: a rescue's restart did not reproduce it (not to be rescued)."""
+
+    attempt: Attempt
+    out: web.StreamResponse
+    error: StreamError
+    mismatch: bool = False
+
+
+_MISMATCH = object()
 
 
 @dataclass(slots=True)
@@ -41,7 +56,42 @@ class Failed:
     param: str | None = None
 
 
-@dataclass(slots=True)
+def _observed(request: ChatRequest) -> bool:
+    """Is this request's time to first chunk a hedging observation? A stream's; a non-stream
+    answer's (its whole time) only when non-stream requests are hedged too."""
+    return request.stream or request.settings.config.gateway.hedge.non_stream
+
+
+class Race:
+    """Two attempts of one request running at once (a hedge, SPEC §9): the first to deliver a
+    first chunk wins, and the other is cancelled at once (leaving its ``async with reply``
+    closes its upstream connection, so the provider stops)."""
+
+    __slots__ = ("tasks", "winner")
+
+    def __init__(self) -> None:
+        self.tasks: dict[Attempt, asyncio.Task[Any]] = {}
+        self.winner: Attempt | None = None
+
+    def claim(self, attempt: Attempt) -> bool:
+        if self.winner is not None:
+            return self.winner is attempt
+        self.winner = attempt
+        now = attempt.engine.clock.monotonic()
+        for other, task in self.tasks.items():
+            if other is not attempt and not task.done():
+                task.cancel()
+                waited = now - other.started
+                # Before the winner's own 200: the header at commit shows "a=hedged,b=200".
+                attempt.record.attempts.append(
+                    AttemptLog(other.ref, None, None, waited * 1e3, mark="hedged")
+                )
+                if _observed(attempt.request):  # a lower bound: keeps the slow tail in the p90
+                    attempt.engine.hedge_stats.observe(other.ref, waited)
+        return True
+
+
+@dataclass(slots=True, eq=False)
 class Attempt:
     """One try of one model for one request."""
 
@@ -51,11 +101,25 @@ class Attempt:
     sink: Sink
     ref: ModelRef
     started: float  # monotonic
+    race: Race | None = None
+    # Mid-stream rescue (SPEC §9): ``out`` the client's stream when this attempt continues an
+    # already committed one; ``sent`` the text the client has (None: the stream may not be
+    # rescued), ``tools`` whether a tool call was streamed, ``check`` what a rescue's text
+    # goes through (``gateway.rescue``).
+    out: web.StreamResponse | None = None
+    sent: list[str] | None = None
+    tools: bool = False
+    check: ContinuationCheck | PrefixCheck | None = None
 
     def served(self, provider: str | None) -> None:
-        """This attempt's answer goes to the client: record it as the serving one."""
-        record = self.record
+        """This attempt's answer goes to the client: record it as the serving one. The loser
+        of a hedge that got its answer in the same turn as the winner stops here."""
         now = self.engine.clock.monotonic()
+        if self.race is not None and not self.race.claim(self):
+            raise asyncio.CancelledError
+        if _observed(self.request):
+            self.engine.hedge_stats.observe(self.ref, now - self.started)
+        record = self.record
         record.served = self.ref
         record.provider = provider
         record.attempts.append(AttemptLog(self.ref, 200, None, (now - self.started) * 1e3))
@@ -92,15 +156,66 @@ class Attempt:
             record.outcome = "client_closed"
 
 
+async def _cut(
+    attempt: Attempt, out: web.StreamResponse, error: StreamError
+) -> web.StreamResponse | Broken:
+    """A committed stream broke: rescue it when it may be (text only so far), else end it
+    honestly."""
+    if attempt.sent is not None and not attempt.tools:
+        return Broken(attempt, out, error)
+    await attempt.fail(error)
+    return out
+
+
+def _track(attempt: Attempt, chunk: dict[str, Any]) -> dict[str, Any] | object | None:
+    """Note the text (and any tool call) a chunk carries; in a rescue, pass its text through
+    the check: the chunk to relay, None to drop (held back), or ``_MISMATCH``."""
+    choices = chunk.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, dict):
+        return chunk
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return chunk
+    if delta.get("tool_calls"):
+        attempt.tools = True
+    text = delta.get("content")
+    check = attempt.check
+    if check is not None:
+        delta.pop("role", None)  # the client's stream has had its role chunk
+        if isinstance(text, str) and text:
+            got = check.feed(text)
+            if isinstance(got, Mismatch):
+                return _MISMATCH
+            text = got or ""
+        if choice.get("finish_reason"):
+            tail = check.finish()
+            if isinstance(tail, Mismatch):
+                return _MISMATCH
+            text = (text or "") + (tail or "")
+            attempt.check = None
+        if isinstance(text, str):
+            delta["content"] = text
+            if "text" in choice:
+                choice["text"] = text
+        if not text and not choice.get("finish_reason") and not delta.get("tool_calls"):
+            return chunk if chunk.get("usage") else None
+    if isinstance(text, str) and text and attempt.sent is not None:
+        attempt.sent.append(text)
+    return chunk
+
+
 async def relay_stream(
     attempt: Attempt, reply: UpstreamReply, first_deadline: float, total_deadline: float
-) -> web.StreamResponse | Failed:
-    """Relay SSE events; commit on the first chunk; end honestly whatever happens."""
+) -> web.StreamResponse | Failed | Broken:
+    """Relay SSE events; commit on the first chunk; end honestly whatever happens (or hand a
+    broken text stream back for a rescue)."""
     request, record, sink = attempt.request, attempt.record, attempt.sink
     idle = request.settings.config.gateway.timeouts.idle_seconds
     loop = asyncio.get_running_loop()
     ref_name = str(attempt.ref)
-    out: web.StreamResponse | None = None
+    out: web.StreamResponse | None = attempt.out
+    tracking = attempt.sent is not None
     finished = False
     batch: list[dict[str, Any]] = []
     writing = False  # a timeout while writing means the client, not the upstream, stalled
@@ -121,9 +236,15 @@ async def relay_stream(
                         # to this model, and its failure is told honestly.
                         if out is None:
                             out = await attempt.commit(reply.provider)
-                        await sink.chunks(batch)
-                        await attempt.fail(chunk)
-                        return out
+                        if batch:
+                            await sink.chunks(batch)
+                        return await _cut(attempt, out, chunk)
+                    if chunk is not None and tracking:
+                        tracked = _track(attempt, chunk)
+                        if tracked is _MISMATCH:
+                            assert out is not None
+                            return Broken(attempt, out, StreamError("mismatch"), mismatch=True)
+                        chunk = tracked if isinstance(tracked, dict) else None
                     if chunk is not None:
                         batch.append(chunk)
                         if not finished and _finished(record, chunk):
@@ -156,10 +277,14 @@ async def relay_stream(
                 "the request used up the gateway's time budget mid-stream "
                 "(gateway.timeouts.totalSeconds)"
             )
+            if attempt.out is not None:  # a rescue: it ends with the original error
+                return Broken(attempt, out, StreamError(message))
         elif writing:
             message = "the client did not read the stream for the idle timeout"
         else:
-            message = "the upstream stream stalled past the idle timeout"
+            return await _cut(
+                attempt, out, StreamError("the upstream stream stalled past the idle timeout")
+            )
         await attempt.fail(StreamError(message))
         return out
     except UpstreamTooLarge as exc:
@@ -170,13 +295,13 @@ async def relay_stream(
     except UpstreamError as exc:
         if out is None:
             return Failed(None, Failure.RESET, exc.message)
-        await attempt.fail(StreamError("the upstream connection dropped mid-stream"))
-        return out
+        return await _cut(attempt, out, StreamError("the upstream connection dropped mid-stream"))
     if out is None:
         return Failed(502, None, "the upstream stream ended before the first chunk")
     if not finished:
-        await attempt.fail(StreamError("the upstream stream ended without a finish_reason"))
-        return out
+        return await _cut(
+            attempt, out, StreamError("the upstream stream ended without a finish_reason")
+        )
     try:
         await sink.finish()
     except ClientGone:
