@@ -7,13 +7,14 @@ import asyncio
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources as package_files
 from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
 
-from gateway import guard, wire
+from gateway import __version__, guard, wire
 from gateway.app_state import (
     CLOCK,
     COOLDOWNS,
@@ -33,6 +34,7 @@ from gateway.app_state import (
     Traffic,
 )
 from gateway.dialects.chat import chat_completions, json_error
+from gateway.dialects.handler import budgets_of
 from gateway.discovery import CatalogRefresher
 from gateway.engine import ChainEngine, Clock, SystemClock
 from gateway.errors import RefError
@@ -40,15 +42,16 @@ from gateway.ledger.db import Database
 from gateway.ledger.period import local_zone
 from gateway.ledger.responses import ResponseStore
 from gateway.ledger.schema import db_path
-from gateway.ledger.usage import LedgerWriter
+from gateway.ledger.usage import LedgerWriter, UsageRow
 from gateway.listing import ListedModel, list_models
 from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, get_logger
 from gateway.openapi import openapi_handler
-from gateway.refs import parse_ref
+from gateway.refs import ModelRef, parse_ref
 from gateway.routing import Cooldowns, KnownRefs
 from gateway.secret import Secret
 from gateway.settings import Settings
+from gateway.status import ChainState, build_status, cooldown_state, last_failure
 from gateway.upstream import Upstream, new_session
 
 log = get_logger("gateway.server")
@@ -80,7 +83,8 @@ def new_request_id() -> str:
 async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request: an id, a place among the requests in flight (for the drain), the origin
     and Host guards (``gateway.guard``; an allowed origin's preflight is answered here), the
-    gateway token on ``/v1/*`` and ``/metrics``, and an OpenAI-shaped JSON body for every
+    gateway token on ``/v1/*``, ``/metrics`` and ``/status.json`` (the status page's HTML holds
+    no data: it asks for the token and sends it), and an OpenAI-shaped JSON body for every
     error the app raises."""
     request_id = new_request_id()
     request[REQUEST_ID] = request_id
@@ -115,7 +119,7 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         metrics = request.path == "/metrics" and not section.metrics.public
         if (
             token is not None
-            and (request.path.startswith("/v1") or metrics)
+            and (request.path.startswith("/v1") or metrics or request.path == "/status.json")
             and not _authorized(token, request.headers.get("Authorization", ""))
         ):
             return json_error(
@@ -298,6 +302,68 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
 
+STATUS_PAGE = package_files.files("gateway").joinpath("templates/status.html").read_bytes()
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """``GET /`` and ``/status``: the self-contained status page (it polls ``/status.json``)."""
+    return web.Response(
+        body=STATUS_PAGE,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _chain_state(
+    app: web.Application, ref: ModelRef, now: float, recent: list[UsageRow]
+) -> ChainState:
+    """One chain model's breaker state. When ``gateway.breaker.Breaker`` replaces the
+    cooldowns this is the one line to change:
+    ``state, reason, until = breaker.describe(ref, now)`` →
+    ``ChainState(ref, state, reason, None if until is None else until - now)``."""
+    return cooldown_state(
+        ref, app[COOLDOWNS].cooling_until(ref, now), now, last_failure(recent, ref)
+    )
+
+
+def status_document(app: web.Application, listen: str) -> dict[str, Any]:
+    """The ``/status.json`` document of this gateway now."""
+    engine = app[ENGINE]
+    engine.flush_logs()  # the requests answered in the last few milliseconds too
+    clock = app[CLOCK]
+    settings = app[SETTINGS].current
+    now, mono = clock.time(), clock.monotonic()
+    recent = list(engine.log.recent)
+    refresher = app[REFRESHER]
+    ledger = app.get(LEDGER)
+    return build_status(
+        version=__version__,
+        uptime_s=now - app[STARTED],
+        listen=listen,
+        now=now,
+        chain=[_chain_state(app, ref, mono, recent) for ref in settings.chain],
+        catalog_models=len(refresher.catalog),
+        catalog_age_s=refresher.age_seconds(now),
+        catalog_error=refresher.last_error,
+        recent=recent,
+        spent=ledger.spent(now) if ledger is not None else (0.0, 0.0),
+        budgets=budgets_of(settings),
+    )
+
+
+async def status_json(request: web.Request) -> web.Response:
+    local = _local_address(request)
+    settings = request.app[SETTINGS].current
+    host, port = local if local else (settings.host, settings.port)
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return web.Response(
+        body=wire.dumps(status_document(request.app, listen)),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     """The state dir's database (ledger rows, stored responses), opened before the first
     request and closed after the last; its writes are batched on its own thread."""
@@ -347,6 +413,7 @@ def _resources(
         app[METRICS].set_known_refs(known)
         app[COOLDOWNS].set_known_refs(known)
         engine = ChainEngine(upstream, app[COOLDOWNS], app[METRICS], app[CLOCK])
+        engine.log.attach(app.get(LEDGER), lambda: refresher.catalog, app[CLOCK])
         app[UPSTREAM] = upstream
         app[REFRESHER] = refresher
         app[ENGINE] = engine
@@ -406,4 +473,8 @@ def make_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/openapi.json", openapi_handler)
+    # The status page (issue 14): the HTML is open, its data needs the gateway token.
+    app.router.add_get("/", status_page)
+    app.router.add_get("/status", status_page)
+    app.router.add_get("/status.json", status_json)
     return app
