@@ -171,39 +171,37 @@ class RequestLog:
         with batched_writes():
             for record in finished:
                 self._write(record)
-        if self._clock is not None:
-            self._rows(finished)
 
-    def _rows(self, finished: list[RequestRecord]) -> None:
-        """The finished requests' ledger rows and spend; the status page's recent ones."""
-        ledger, metrics = self.ledger, self.metrics
-        for r in finished:
-            tokens_in, tokens_out, cached, reasoning = usage_tokens(r.usage)
-            row = UsageRow(
-                ts=r.ts,
-                request_id=r.request_id,
-                dialect=r.dialect,
-                requested=r.requested if isinstance(r.requested, str) else None,
-                served=str(r.served) if r.served else None,
-                provider=r.provider,
-                attempts=r.attempts_header(),
-                outcome=r.outcome,
-                ttft_ms=_ms(r.ttfb),
-                total_ms=_ms(r.finished - r.started),
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                cached_tokens=cached,
-                reasoning_tokens=reasoning,
-                cost_usd=r.cost,
-            )
-            self.recent.append(row)
-            if r.cost and row.served:
-                metrics.count_spend(row.served, r.provider, r.cost)
-            if ledger is not None:
-                ledger.add(row)
+    def _row(self, r: RequestRecord) -> None:
+        """The finished request's ledger row and spend; the status page's recent requests."""
+        tokens_in, tokens_out, cached, reasoning = usage_tokens(r.usage)
+        row = UsageRow(
+            ts=r.ts,
+            request_id=r.request_id,
+            dialect=r.dialect,
+            requested=r.requested if isinstance(r.requested, str) else None,
+            served=str(r.served) if r.served else None,
+            provider=r.provider,
+            attempts=r.attempts_header(),
+            outcome=r.outcome,
+            ttft_ms=_ms(r.ttfb),
+            total_ms=_ms(r.finished - r.started),
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cached_tokens=cached,
+            reasoning_tokens=reasoning,
+            cost_usd=r.cost,
+        )
+        self.recent.append(row)
+        if r.cost and row.served:
+            self.metrics.count_spend(row.served, r.provider, r.cost)
+        if self.ledger is not None:
+            self.ledger.add(row)
 
     def _write(self, r: RequestRecord) -> None:
-        """The request's one log line and all its counters, written after the answer."""
+        """The request's one log line, all its counters and its ledger row, after the answer."""
+        if self._clock is not None:
+            self._row(r)
         total = r.finished - r.started
         served = str(r.served) if r.served else None
         metrics = self.metrics
