@@ -25,6 +25,8 @@ from tests.gateway_harness import eventually, run_gateway
 from tests.test_browser import CHROMIUM_FLAGS, find_chromium
 
 A, B = "huggingface/org/model-a", "huggingface/org/model-b"
+# The failover test's chain: two models of the fake's catalog, priced by their providers.
+PRIMARY, FALLBACK = "deepseek-ai/DeepSeek-V3.2", "Qwen/Qwen3-32B"
 GATEWAY_TOKEN = "cc-status-page-token-0123456789"
 
 
@@ -74,16 +76,19 @@ async def test_the_page_shows_a_failover_live_without_a_reload(
     """The page renders with no console error; after the primary fails (503) and the
     fallback serves, it shows, without a reload, the primary open with its reason and the
     time left, and the request served by the fallback; its screenshot is a real image."""
+    chain = [f"huggingface/{PRIMARY}", f"huggingface/{FALLBACK}"]
     async with (
         run_gateway(
-            isolated_home, router, discovery=True, retries=0, budget={"dailyUsd": 5}
+            isolated_home, router, chain=chain, discovery=True, retries=0,
+            budget={"dailyUsd": 5},
         ) as (base, view),
         aiohttp.ClientSession() as session,
         browser(chromium, tmp_path / "profile") as context,
     ):
         await eventually(lambda: view.app[REFRESHER].refreshes >= 1)
         for stream in (False, True, False):
-            assert await chat(session, base, A, stream=stream) == 200
+            router.script(PRIMARY, Reply(provider="novita", content=" ".join(["tok"] * 300)))
+            assert await chat(session, base, "coderclaw", stream=stream) == 200
         page = await context.new_page()
         errors = console_errors(page)
         await page.goto(base.removesuffix("/v1") + "/")
@@ -92,8 +97,8 @@ async def test_the_page_shows_a_failover_live_without_a_reload(
         )
         assert await page.locator("#chain tr").count() == 2
         assert await page.locator("#chain tr").first.locator(".badge").inner_text() == "closed"
-        router.script("org/model-a", Reply(status=503))
-        router.script("org/model-b", Reply(provider="novita"))
+        router.script(PRIMARY, Reply(status=503))
+        router.script(FALLBACK, Reply(provider="groq", content=" ".join(["tok"] * 200)))
         assert await chat(session, base, "coderclaw") == 200
         # The next poll (every 2 s) shows it, without a reload.
         await page.wait_for_function(
@@ -101,7 +106,7 @@ async def test_the_page_shows_a_failover_live_without_a_reload(
                 const first = document.querySelector('#chain tr');
                 const newest = document.querySelector('#recent tr');
                 return first && first.querySelector('.badge').textContent === 'open'
-                    && newest && newest.textContent.includes('org/model-b');
+                    && newest && newest.textContent.includes('Qwen3-32B');
             }""",
             timeout=10_000,
         )
@@ -109,7 +114,8 @@ async def test_the_page_shows_a_failover_live_without_a_reload(
         assert "503" in primary  # the reason
         assert " s" in primary  # the time left
         newest = await page.locator("#recent tr").first.inner_text()
-        assert "novita" in newest and "=503" in newest
+        assert "groq" in newest and "=503" in newest
+        assert "$" in newest  # priced by groq's discovered price
         shot = tmp_path / "status.png"
         await page.screenshot(path=str(shot), full_page=True)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
