@@ -4,6 +4,7 @@ typed app keys (``app_state``) owned by a ``cleanup_ctx``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,8 +42,9 @@ from gateway.errors import RefError
 from gateway.ledger.db import Database
 from gateway.ledger.period import local_zone
 from gateway.ledger.responses import ResponseStore
-from gateway.ledger.schema import db_path
+from gateway.ledger.schema import DatabaseUnavailable, db_path
 from gateway.ledger.usage import LedgerWriter, UsageRow
+from gateway.ledger.usage import recent as recent_rows
 from gateway.listing import ListedModel, list_models
 from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, get_logger
@@ -413,7 +415,11 @@ def _resources(
         app[METRICS].set_known_refs(known)
         app[COOLDOWNS].set_known_refs(known)
         engine = ChainEngine(upstream, app[COOLDOWNS], app[METRICS], app[CLOCK])
-        engine.log.attach(app.get(LEDGER), lambda: refresher.catalog, app[CLOCK])
+        ledger = app.get(LEDGER)
+        engine.log.attach(ledger, lambda: refresher.catalog, app[CLOCK])
+        if ledger is not None:  # the status page's last requests survive a restart
+            with contextlib.suppress(DatabaseUnavailable):
+                engine.log.recent.extend(reversed(await app[DATABASE].read(recent_rows)))
         app[UPSTREAM] = upstream
         app[REFRESHER] = refresher
         app[ENGINE] = engine

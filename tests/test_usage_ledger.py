@@ -148,6 +148,8 @@ async def test_thirty_requests_give_thirty_priced_rows_that_coderclaw_usage_sums
             seen.append(await send(session, base, case, i))
             clock.offset += 120  # past any cooldown: every case starts from a closed chain
         assert await view.app[LEDGER].drain()
+        async with session.get(f"{base.removesuffix('/v1')}/metrics") as resp:
+            metrics = await resp.text()
     db = isolated_home / ".coderclaw" / "coderclaw.db"
     with sqlite3.connect(db) as conn:
         rows = recent(conn, 100)[::-1]
@@ -182,9 +184,37 @@ async def test_thirty_requests_give_thirty_priced_rows_that_coderclaw_usage_sums
                 assert float(header) == pytest.approx(expected, abs=1e-10)
     assert any(r.cost_usd is None and r.served for r in rows)  # the unknown price: null
     assert sum(1 for r in rows if "=503" in r.attempts and r.served) == 3  # the failovers
+    spent: dict[tuple[str, str], float] = {}
+    for r in rows:
+        if r.cost_usd is not None and r.served and r.provider:
+            spent[r.served, r.provider] = spent.get((r.served, r.provider), 0.0) + r.cost_usd
+    assert len(spent) == 3  # model-a at together and novita, model-b at novita
+    for (model, provider), usd in spent.items():
+        line = f'coderclaw_spend_usd_total{{model="{model}",provider="{provider}"}} '
+        [value] = [m.removeprefix(line) for m in metrics.splitlines() if m.startswith(line)]
+        assert float(value) == pytest.approx(usd, rel=1e-9)
     env = child_env(isolated_home)
     for by, key_of in (("model", "served"), ("provider", "provider")):
         run = await run_cli("usage", "--by", by, "--since", "2d", "--json", env=env)
         assert run.code == 0, run.text
         check_json(json.loads(run.out), rows, key_of)
 
+
+
+async def test_the_status_pages_last_requests_survive_a_restart(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """A restarted gateway's ``/status.json`` lists the requests of the one before (read
+    from the ledger), newest first, and adds its own."""
+    body = {"model": REF_A, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as session:
+        ids = []
+        for _ in range(2):
+            async with run_gateway(isolated_home, router) as (base, _):
+                for _ in range(2):
+                    async with session.post(f"{base}/chat/completions", json=body) as resp:
+                        assert resp.status == 200
+                        ids.append(resp.headers["x-request-id"])
+                async with session.get(f"{base.removesuffix('/v1')}/status.json") as resp:
+                    doc = await resp.json()
+    assert [r["request_id"] for r in doc["recent"]] == ids[::-1]
