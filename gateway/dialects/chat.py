@@ -82,12 +82,12 @@ class ChatSink:
 
     async def finish(self) -> None:
         await self._write(SSE_DONE)
-        await self._stream().write_eof()
+        await self._eof()
 
     async def fail(self, error: StreamError) -> None:
         payload = wire.error_payload(error.message, error.type, error.code)
         await self._write(b"data: " + wire.dumps(payload) + b"\n\n")
-        await self._stream().write_eof()
+        await self._eof()
 
     def answer(
         self,
@@ -110,6 +110,14 @@ class ChatSink:
     def _stream(self) -> web.StreamResponse:
         assert self._out is not None, "the engine commits before it streams"
         return self._out
+
+    async def _eof(self) -> None:
+        # A client that left between the last write and the end (the soak saw it once) is
+        # gone like any other, not an unhandled error.
+        try:
+            await self._stream().write_eof()
+        except ConnectionError as exc:
+            raise ClientGone from exc
 
     async def _write(self, data: bytes) -> None:
         try:
