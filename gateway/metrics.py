@@ -18,6 +18,7 @@ from gateway.routing import KnownRefs
 from gateway.upstream import upstream_connection_counts
 
 OTHER = "other"
+MAX_PROVIDERS = 32  # distinct provider labels of the spend counter; later ones are ``other``
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -103,6 +104,17 @@ class Metrics:
             "coderclaw_catalog_age_seconds", "Age of the last good discovery (-1: none)", registry=r
         )
 
+        # Spend: known costs only (a request without a price adds nothing). Providers are
+        # named by the router's header, so they are bounded too: the first MAX_PROVIDERS seen.
+        self.spend = Counter(
+            "coderclaw_spend_usd",
+            "Known cost in USD of finished requests, by served model and provider",
+            ["model", "provider"],
+            registry=r,
+        )
+        self._providers: set[str] = set()
+        self._spend_children: dict[tuple[str, str], Counter] = {}
+
         self.asyncio_tasks = Gauge(
             "coderclaw_asyncio_tasks", "asyncio tasks alive in the gateway's loop", registry=r
         )
@@ -145,6 +157,19 @@ class Metrics:
 
     def count_request(self, model: str, outcome: str) -> None:
         self._inc(self.requests, self.model_label(model), outcome)
+
+    def count_spend(self, model: str, provider: str | None, usd: float) -> None:
+        name = provider or "none"
+        if name not in self._providers:
+            if len(self._providers) >= MAX_PROVIDERS:
+                name = OTHER
+            else:
+                self._providers.add(name)
+        key = (self.model_label(model), name)
+        child = self._spend_children.get(key)
+        if child is None:
+            child = self._spend_children[key] = self.spend.labels(*key)
+        child.inc(usd)
 
     def count_dialect(self, dialect: str, outcome: str) -> None:
         self._inc(self.dialect_requests, dialect, outcome)

@@ -540,6 +540,24 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        # The status page (issue 14): the HTML is open, its data needs the gateway token.
+        "/": {"get": {"operationId": "statusPage", "summary": "The status page (HTML)",
+                      "security": [], "responses": {"200": {"description": "The page",
+                      "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/status": {"get": {"operationId": "statusPageAlias", "summary": "The status page",
+                            "security": [], "responses": {"200": {"description": "The page",
+                            "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/status.json": {
+            "get": {
+                "operationId": "status",
+                "summary": "What the gateway is doing: chain states, catalog, recent requests, "
+                "spend (SPEC §11)",
+                "responses": {
+                    "200": _json_response("The status", {"type": "object"}),
+                    "401": _UNAUTHORIZED,
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",

@@ -4,16 +4,18 @@ typed app keys (``app_state``) owned by a ``cleanup_ctx``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from importlib import resources as package_files
 from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
 
-from gateway import guard, wire
+from gateway import __version__, guard, wire
 from gateway.app_state import (
     BREAKER,
     CLOCK,
@@ -35,6 +37,7 @@ from gateway.app_state import (
 from gateway.breaker import Breaker
 from gateway.dialects import responses_http
 from gateway.dialects.chat import chat_completions, json_error
+from gateway.dialects.handler import budgets_of
 from gateway.dialects.messages import http as messages_http
 from gateway.discovery import CatalogRefresher
 from gateway.engine import ChainEngine, Clock, SystemClock
@@ -43,16 +46,18 @@ from gateway.ledger.breaker import load_breaker, save_breaker
 from gateway.ledger.db import Database
 from gateway.ledger.period import local_zone
 from gateway.ledger.responses import ResponseStore
-from gateway.ledger.schema import db_path
-from gateway.ledger.usage import LedgerWriter
+from gateway.ledger.schema import DatabaseUnavailable, db_path
+from gateway.ledger.usage import LedgerWriter, UsageRow
+from gateway.ledger.usage import recent as recent_rows
 from gateway.listing import ListedModel, list_models
 from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, get_logger
 from gateway.openapi import openapi_handler
-from gateway.refs import parse_ref
+from gateway.refs import ModelRef, parse_ref
 from gateway.routing import KnownRefs
 from gateway.secret import Secret
 from gateway.settings import Settings
+from gateway.status import ChainState, breaker_state, build_status, last_failure
 from gateway.upstream import Upstream, new_session
 
 log = get_logger("gateway.server")
@@ -118,7 +123,8 @@ def _error(
 async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request: an id, a place among the requests in flight (for the drain), the origin
     and Host guards (``gateway.guard``; an allowed origin's preflight is answered here), the
-    gateway token on ``/v1/*`` and ``/metrics`` (``Authorization: Bearer`` or ``x-api-key``),
+    gateway token on ``/v1/*``, ``/metrics`` and ``/status.json`` (``Authorization: Bearer`` or
+    ``x-api-key``; the status page's HTML holds no data: it asks for the token and sends it),
     and a JSON body for every error the app raises: Anthropic's shape on the Messages API's
     routes, OpenAI's elsewhere (``error_shape_for``)."""
     request_id = new_request_id()
@@ -157,7 +163,7 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         metrics = request.path == "/metrics" and not section.metrics.public
         if (
             token is not None
-            and (request.path.startswith("/v1") or metrics)
+            and (request.path.startswith("/v1") or metrics or request.path == "/status.json")
             and not _authorized(token, request.headers)
         ):
             return _error(
@@ -356,6 +362,64 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
 
+STATUS_PAGE = package_files.files("gateway").joinpath("templates/status.html").read_bytes()
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """``GET /`` and ``/status``: the self-contained status page (it polls ``/status.json``)."""
+    return web.Response(
+        body=STATUS_PAGE,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _chain_state(
+    app: web.Application, ref: ModelRef, now: float, recent: list[UsageRow]
+) -> ChainState:
+    """One chain model's breaker state for the status page."""
+    state, reason, until = app[BREAKER].describe(ref, now)
+    return breaker_state(ref, state.value, reason, until, now, last_failure(recent, ref))
+
+
+def status_document(app: web.Application, listen: str) -> dict[str, Any]:
+    """The ``/status.json`` document of this gateway now."""
+    engine = app[ENGINE]
+    engine.flush_logs()  # the requests answered in the last few milliseconds too
+    clock = app[CLOCK]
+    settings = app[SETTINGS].current
+    now, mono = clock.time(), clock.monotonic()
+    recent = list(engine.log.recent)
+    refresher = app[REFRESHER]
+    ledger = app.get(LEDGER)
+    return build_status(
+        version=__version__,
+        uptime_s=now - app[STARTED],
+        listen=listen,
+        now=now,
+        chain=[_chain_state(app, ref, mono, recent) for ref in settings.chain],
+        catalog_models=len(refresher.catalog),
+        catalog_age_s=refresher.age_seconds(now),
+        catalog_error=refresher.last_error,
+        recent=recent,
+        spent=ledger.spent(now) if ledger is not None else (0.0, 0.0),
+        budgets=budgets_of(settings),
+    )
+
+
+async def status_json(request: web.Request) -> web.Response:
+    local = _local_address(request)
+    settings = request.app[SETTINGS].current
+    host, port = local if local else (settings.host, settings.port)
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return web.Response(
+        body=wire.dumps(status_document(request.app, listen)),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     """The state dir's database (ledger rows, stored responses), opened before the first
     request and closed after the last; its writes are batched on its own thread."""
@@ -409,6 +473,11 @@ def _resources(
         breaker.restore(await load_breaker(app[DATABASE]), clock.time(), clock.monotonic())
         engine = ChainEngine(upstream, breaker, app[METRICS], clock)
         engine.configure(live.current)
+        ledger = app.get(LEDGER)
+        engine.log.attach(ledger, lambda: refresher.catalog, app[CLOCK])
+        if ledger is not None:  # the status page's last requests survive a restart
+            with contextlib.suppress(DatabaseUnavailable):
+                engine.log.recent.extend(reversed(await app[DATABASE].read(recent_rows)))
         app[UPSTREAM] = upstream
         app[REFRESHER] = refresher
         app[ENGINE] = engine
@@ -478,4 +547,8 @@ def make_app(
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/openapi.json", openapi_handler)
     messages_http.register(app)  # /v1/messages, /v1/messages/count_tokens
+    # The status page (issue 14): the HTML is open, its data needs the gateway token.
+    app.router.add_get("/", status_page)
+    app.router.add_get("/status", status_page)
+    app.router.add_get("/status.json", status_json)
     return app

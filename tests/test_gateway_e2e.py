@@ -693,15 +693,28 @@ async def test_tool_calls_pass_through(isolated_home: Path, router: FakeRouter) 
 
 
 def _events(body: bytes) -> list[Any]:
-    """The JSON events of an SSE body, without the fields that differ per request."""
+    """The JSON events of an SSE body, without the fields that differ per request (and the
+    ``cost`` the gateway adds to every ``usage``: ``_costs`` reads it)."""
     out = []
     for block in body.split(b"\n\n"):
         if block.startswith(b"data: {"):
             event = json.loads(re.sub(rb'"call_[0-9a-f]+"', b'"call_X"', block[6:]))
             for key in ("id", "created", "model"):
                 event.pop(key, None)
+            if isinstance(event.get("usage"), dict):
+                event["usage"].pop("cost", None)
             out.append(event)
     return out
+
+
+def _costs(body: bytes) -> list[Any]:
+    """The ``usage.cost`` of each event of an SSE body that has a usage (absent: "absent")."""
+    return [
+        event["usage"].get("cost", "absent")
+        for block in body.split(b"\n\n")
+        if block.startswith(b"data: {")
+        and isinstance((event := json.loads(block[6:])).get("usage"), dict)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -716,7 +729,8 @@ def _events(body: bytes) -> list[Any]:
 async def test_stream_events_pass_through_untouched_but_for_the_model(
     isolated_home: Path, router: FakeRouter, reply: Reply
 ) -> None:
-    """Each event the client gets is the upstream's, field for field; only ``model`` differs."""
+    """Each event the client gets is the upstream's, field for field; only ``model`` differs,
+    and each ``usage`` gains the gateway's ``cost`` (None here: the fake's model has no price)."""
     reply.repeat = True
     router.script(A, reply)
     body = {
@@ -738,6 +752,7 @@ async def test_stream_events_pass_through_untouched_but_for_the_model(
             direct = await resp.read()
     assert _events(through) == _events(direct)
     assert len(_events(through)) >= 4
+    assert _costs(through) == [None for e in _events(direct) if isinstance(e.get("usage"), dict)]
     models = {json.loads(b[6:])["model"] for b in through.split(b"\n\n") if b[6:7] == b"{"}
     assert models == {REF_A}
 
@@ -768,6 +783,7 @@ async def test_a_plain_body_passes_through_untouched_but_for_the_model(
     [got] = _events(b"data: " + through)
     [want] = _events(b"data: " + direct)
     assert got == want
+    assert _costs(b"data: " + through) == [None]  # no price for org/model-a: unknown, not 0
     assert json.loads(through)["model"] == REF_A
     assert json.loads(through)["choices"][0]["seed"] == 3629048360264764400  # exact
 

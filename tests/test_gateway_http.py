@@ -250,7 +250,7 @@ async def test_a_body_over_the_limit_is_413_json(isolated_home: Path, router: Fa
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
-        ("GET", "/", 404),
+        ("GET", "/nothing-here", 404),
         ("GET", "/v1", 404),
         ("POST", "/v1/completions", 404),
         ("GET", "/v1/embeddings", 404),

@@ -31,6 +31,7 @@ import re
 import resource
 import shutil
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -347,6 +348,18 @@ async def settled(gw: GatewayProcess, idle: Figures, seconds: float = 5.0) -> Fi
         await asyncio.sleep(0.25)
 
 
+async def ledger_rows(db: Path, expected: int, within_s: float = 30.0) -> int:
+    """The ledger's row count once it reaches ``expected`` (rows go out every 0.5 s), or
+    whatever it is after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        with contextlib.closing(sqlite3.connect(db, timeout=1)) as conn:
+            count = int(conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.25)
+
+
 @asynccontextmanager
 async def gateway_process(
     home: Path, router: FakeRouter, **gateway: Any
@@ -396,7 +409,8 @@ async def test_soak_under_faults_every_request_ends_complete_or_honest_and_nothi
     ends truncated-as-complete, silently cut, with a 500 or hung; afterwards the gateway's
     tasks, active upstream connections and descriptors (apart from pooled keep-alive
     connections, one socket each, at most one per concurrent request) are back to their idle
-    counts, and its RSS is within 20 % of its RSS after the warm-up."""
+    counts, and its RSS is within 20 % of its RSS after the warm-up; the ledger has one row
+    per request (warm-up included)."""
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     # Every attempt, retry and fallback takes one reply; three times the requests is plenty.
@@ -417,6 +431,7 @@ async def test_soak_under_faults_every_request_ends_complete_or_honest_and_nothi
         after = await settled(gw, idle)
         crashes = no_crash_in(gw)
         lines = len(gw.stderr)
+        rows = await ledger_rows(isolated_home / ".coderclaw" / "coderclaw.db", WARMUP + TOTAL)
 
     faults = consumed_faults(router, queues)
     report = {
@@ -434,6 +449,7 @@ async def test_soak_under_faults_every_request_ends_complete_or_honest_and_nothi
         "rss_growth": round(after.rss_kb / idle.rss_kb - 1, 4),
         "since_warmup_s": round(time.monotonic() - cooled, 1),
         "log_lines": lines,
+        "ledger_rows": rows,
     }
     print("\nSOAK", json.dumps(report, indent=2))
 
@@ -444,6 +460,7 @@ async def test_soak_under_faults_every_request_ends_complete_or_honest_and_nothi
     assert soak.kinds[CLIENT_CLOSED] > 0
     assert set(faults) == set(FAULTS), faults  # every kind of fault was served
     assert crashes == [], crashes[:5]
+    assert rows == WARMUP + TOTAL  # one ledger row per request, none lost under load
 
     assert after.tasks == idle.tasks, (idle, after)
     assert after.active == 0, after

@@ -40,11 +40,13 @@ def main() -> None:
 def _register() -> None:
     from gateway.cli import config_cmd, doctor_cmd, gateway_cmd, models_cmd, onboard_cmd, usage_cmd
     from gateway.cli.connect_cmd import connect_group
+    from gateway.cli.status_cmd import status
 
     main.add_command(models_cmd.models)
     main.add_command(config_cmd.config)
     main.add_command(connect_group)
     main.add_command(usage_cmd.usage)
+    main.add_command(status)
     for module in (gateway_cmd, onboard_cmd, doctor_cmd):
         module.register(main)
 

@@ -13,18 +13,28 @@ from typing import TypeVar
 import click
 
 from gateway.cli.common import echo_json, format_table
+from gateway.errors import GatewayError
 from gateway.ledger.period import local_zone, parse_since
 from gateway.ledger.schema import DatabaseUnavailable, db_path, open_migrated
 from gateway.ledger.usage import CSV_COLUMNS, GroupBy, Total, export_csv, total_of, totals
-from gateway.settings import current_environ, current_paths
+from gateway.settings import current_environ, current_paths, load_settings
 
 T = TypeVar("T")
 _SINCE_HELP = "Start of the period: 7d, 12h, 2w, today, month, or a date (2026-12-01)."
 
 
 def _zone() -> tzinfo:
+    """The zone of the local days: ``gateway.budget.timeZone`` (the one the budgets count
+    in), else ``TZ``, else the machine's."""
+    environ = current_environ()
     try:
-        return local_zone(current_environ().get("TZ"))
+        configured = load_settings(environ).config.gateway.budget.time_zone
+    except GatewayError:  # an unusable config does not stop the ledger from being read
+        configured = None
+    if configured:
+        return local_zone(configured)
+    try:
+        return local_zone(environ.get("TZ"))
     except ValueError:
         return local_zone()
 

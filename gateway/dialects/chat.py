@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway import wire
 from gateway.app_state import REQUEST_ID, SETTINGS
-from gateway.dialects.handler import chain_for, run_engine
+from gateway.dialects.handler import chain_for, client_wants_usage, run_engine
 from gateway.engine import ChainFailure, ChatRequest, ClientGone, StreamError
 from gateway.errors import RefError
 from gateway.refs import ModelRef, is_chain_name, resolve_model
@@ -40,14 +40,24 @@ def json_error(
     )
 
 
+def _usage_only(chunk: dict[str, Any]) -> bool:
+    """The ``choices: []`` chunk that carries only the usage (``include_usage``)."""
+    return chunk.get("choices") == [] and bool(chunk.get("usage"))
+
+
 class ChatSink:
-    """Renders the engine's events as OpenAI chat completions (JSON or SSE)."""
+    """Renders the engine's events as OpenAI chat completions (JSON or SSE).
 
-    __slots__ = ("_client", "_out")
+    The engine asks the router for usage on every stream; the usage-only chunk reaches the
+    client only when it asked for it (``usage``). A ``usage`` the upstream put on another
+    chunk (Together, on the finish chunk) is passed on as it came, with its ``cost``."""
 
-    def __init__(self, client: web.Request) -> None:
+    __slots__ = ("_client", "_out", "_usage")
+
+    def __init__(self, client: web.Request, *, usage: bool = True) -> None:
         self._client = client
         self._out: web.StreamResponse | None = None
+        self._usage = usage
 
     async def commit(
         self, served: ModelRef, provider: str | None, headers: dict[str, str]
@@ -64,16 +74,20 @@ class ChatSink:
         return out
 
     async def chunks(self, chunks: list[dict[str, Any]]) -> None:
+        if not self._usage:
+            chunks = [c for c in chunks if not _usage_only(c)]
+            if not chunks:
+                return
         await self._write(b"".join([b"data: " + wire.dumps(c) + b"\n\n" for c in chunks]))
 
     async def finish(self) -> None:
         await self._write(SSE_DONE)
-        await self._stream().write_eof()
+        await self._eof()
 
     async def fail(self, error: StreamError) -> None:
         payload = wire.error_payload(error.message, error.type, error.code)
         await self._write(b"data: " + wire.dumps(payload) + b"\n\n")
-        await self._stream().write_eof()
+        await self._eof()
 
     def answer(
         self,
@@ -96,6 +110,14 @@ class ChatSink:
     def _stream(self) -> web.StreamResponse:
         assert self._out is not None, "the engine commits before it streams"
         return self._out
+
+    async def _eof(self) -> None:
+        # A client that left between the last write and the end (the soak saw it once) is
+        # gone like any other, not an unhandled error.
+        try:
+            await self._stream().write_eof()
+        except ConnectionError as exc:
+            raise ClientGone from exc
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -184,4 +206,4 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         chain=chain_for(settings, requested),
         requested=name,
     )
-    return await run_engine(request, chat, ChatSink(request))
+    return await run_engine(request, chat, ChatSink(request, usage=client_wants_usage(body)))

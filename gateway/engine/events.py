@@ -52,6 +52,7 @@ class FailureKind(enum.Enum):
     CLIENT_ERROR = "client_error"  # the upstream refused the request itself: returned as is
     ACCOUNT = "account"  # 401/402/403: the shared token is refused, the chain stopped
     EXHAUSTED = "exhausted"  # every model failed (or was skipped), or the time budget ran out
+    BUDGET = "budget"  # a spend budget (gateway.budget) is used up: refused at admission, 429
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,34 @@
 """What one request did (attempts, served model, timings, usage, outcome), and the batched
-writer of its log line and counters."""
+writer of its log line, its counters and its ledger row.
+
+Cost: ``RequestLog.price`` puts ``cost`` (USD, or None when no price is known) into an
+upstream ``usage`` dict as soon as the engine sees it (the usage chunk of a stream, the body
+of an answer), so every dialect's sink finds ``usage["cost"]``. The ledger row, the spend
+counter and the status page's recent requests are written with the log line, after the
+answer, in the same batch."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gateway.catalog import Catalog
+from gateway.ledger.cost import request_cost
+from gateway.ledger.usage import UsageRow
 from gateway.metrics import Metrics
 from gateway.observe import batched_writes, get_logger
 from gateway.refs import ModelRef
 from gateway.routing import Failure
 
+if TYPE_CHECKING:
+    from gateway.engine.events import Clock
+    from gateway.ledger.usage import LedgerWriter
+
 log = get_logger("gateway.proxy")
+RECENT = 50  # the finished requests the status page shows
 # Upstream replies arrive in bursts, and every microsecond spent between a reply and its answer
 # delays the rest of the burst: a finished request's log line and counters wait this long, then
 # go out with the others finished meanwhile. /metrics and shutdown flush them first.
@@ -61,6 +77,8 @@ class RequestRecord:
     finish_reason: str | None = None
     outcome: str = "error"
     finished: float = 0.0
+    cost: float | None = None  # USD, once ``RequestLog.price`` saw the usage; None: unknown
+    ts: float = 0.0  # wall-clock time of ``started`` (set when the request is added to the log)
 
     def attempts_header(self) -> str:
         return ",".join(a.label for a in self.attempts)
@@ -74,7 +92,44 @@ class RequestRecord:
             headers["x-coderclaw-model"] = str(self.served)
         if self.provider:
             headers["x-inference-provider"] = self.provider
+        if self.cost is not None and not self.stream:
+            headers["x-coderclaw-cost-usd"] = format_usd(self.cost)
         return headers
+
+
+def format_usd(cost: float) -> str:
+    """A cost for a header or a table: fixed-point, ten decimals (``0.0000123000``)."""
+    return f"{cost:.10f}"
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_tokens(usage: Any) -> tuple[int | None, int | None, int | None, int | None]:
+    """(input, output, cached, reasoning) tokens of an upstream ``usage`` object; None where
+    it says nothing. Cached and reasoning counts come nested (OpenAI: ``prompt_tokens_details``
+    / ``completion_tokens_details``) or flat (Together: ``cached_tokens``)."""
+    if not isinstance(usage, dict):
+        return None, None, None, None
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    cached = _int(usage.get("cached_tokens"))
+    if cached is None and isinstance(prompt_details, dict):
+        cached = _int(prompt_details.get("cached_tokens"))
+    reasoning = _int(usage.get("reasoning_tokens"))
+    if reasoning is None and isinstance(completion_details, dict):
+        reasoning = _int(completion_details.get("reasoning_tokens"))
+    return (
+        _int(usage.get("prompt_tokens")),
+        _int(usage.get("completion_tokens")),
+        cached,
+        reasoning,
+    )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1e3, 1) if seconds is not None else None
 
 
 class RequestLog:
@@ -84,8 +139,35 @@ class RequestLog:
         self.metrics = metrics
         self._finished: list[RequestRecord] = []
         self._flush_at: asyncio.Handle | None = None
+        self.ledger: LedgerWriter | None = None
+        self._catalog: Callable[[], Catalog] | None = None
+        self._clock: Clock | None = None
+        self.recent: deque[UsageRow] = deque(maxlen=RECENT)  # newest last
+
+    def attach(
+        self, ledger: LedgerWriter | None, catalog: Callable[[], Catalog], clock: Clock
+    ) -> None:
+        """Write a ledger row per request to ``ledger``, priced with ``catalog()`` (the
+        refresher's current catalog); ``clock`` gives the rows' wall-clock times."""
+        self.ledger = ledger
+        self._catalog = catalog
+        self._clock = clock
+
+    def price(
+        self, served: ModelRef, provider: str | None, usage: Any, record: RequestRecord
+    ) -> None:
+        """Put the cost of ``usage`` (served by ``served`` at ``provider``) into it as
+        ``usage["cost"]`` and on ``record``; None when no price is known, never 0."""
+        if not isinstance(usage, dict) or self._catalog is None:
+            return
+        tokens_in, tokens_out, _, _ = usage_tokens(usage)
+        cost = request_cost(self._catalog(), served.model_id, provider, tokens_in, tokens_out)
+        usage["cost"] = cost
+        record.cost = cost
 
     def add(self, record: RequestRecord) -> None:
+        if self._clock is not None:
+            record.ts = self._clock.time() - (self._clock.monotonic() - record.started)
         self._finished.append(record)
         if self._flush_at is None:
             loop = asyncio.get_running_loop()
@@ -111,8 +193,36 @@ class RequestLog:
             for record in finished:
                 self._write(record)
 
+    def _row(self, r: RequestRecord) -> None:
+        """The finished request's ledger row and spend; the status page's recent requests."""
+        tokens_in, tokens_out, cached, reasoning = usage_tokens(r.usage)
+        row = UsageRow(
+            ts=r.ts,
+            request_id=r.request_id,
+            dialect=r.dialect,
+            requested=r.requested if isinstance(r.requested, str) else None,
+            served=str(r.served) if r.served else None,
+            provider=r.provider,
+            attempts=r.attempts_header(),
+            outcome=r.outcome,
+            ttft_ms=_ms(r.ttfb),
+            total_ms=_ms(r.finished - r.started),
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cached_tokens=cached,
+            reasoning_tokens=reasoning,
+            cost_usd=r.cost,
+        )
+        self.recent.append(row)
+        if r.cost and row.served:
+            self.metrics.count_spend(row.served, r.provider, r.cost)
+        if self.ledger is not None:
+            self.ledger.add(row)
+
     def _write(self, r: RequestRecord) -> None:
-        """The request's one log line and all its counters, written after the answer."""
+        """The request's one log line, all its counters and its ledger row, after the answer."""
+        if self._clock is not None:
+            self._row(r)
         total = r.finished - r.started
         served = str(r.served) if r.served else None
         metrics = self.metrics
@@ -146,5 +256,6 @@ class RequestLog:
             total_ms=round(total * 1e3, 1),
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
+            cost_usd=r.cost,
             finish_reason=r.finish_reason,
         )

@@ -124,6 +124,8 @@ class Attempt:
         record.provider = provider
         record.attempts.append(AttemptLog(self.ref, 200, None, (now - self.started) * 1e3))
         record.ttfb = now - record.started
+        if record.usage is not None:  # a non-stream answer: its body's usage is known now
+            self.engine.log.price(self.ref, provider, record.usage, record)
 
     async def commit(self, provider: str | None) -> web.StreamResponse:
         self.served(provider)
@@ -227,7 +229,7 @@ async def relay_stream(
                     if data.startswith(b"[DONE]"):
                         ended = True
                         break
-                    chunk = _chunk_of(record, data, ref_name)
+                    chunk = _chunk_of(attempt, reply.provider, data, ref_name)
                     if isinstance(chunk, StreamError):  # an upstream error event
                         if out is None and not batch:
                             message, type_, code = wire.parse_upstream_error(502, data)
@@ -312,10 +314,11 @@ async def relay_stream(
 
 
 def _chunk_of(
-    record: RequestRecord, data: bytes, ref_name: str
+    attempt: Attempt, provider: str | None, data: bytes, ref_name: str
 ) -> dict[str, Any] | StreamError | None:
-    """The chunk to relay (``model`` rewritten), the error of an upstream error event, or
-    None for an event to drop (not a JSON object)."""
+    """The chunk to relay (``model`` rewritten, ``usage`` priced), the error of an upstream
+    error event, or None for an event to drop (not a JSON object)."""
+    record = attempt.record
     try:
         obj = wire.loads(data)
     except ValueError:
@@ -331,6 +334,7 @@ def _chunk_of(
     obj["model"] = ref_name
     if obj.get("usage"):
         record.usage = obj["usage"]
+        attempt.engine.log.price(attempt.ref, provider, record.usage, record)
     return obj
 
 
