@@ -81,9 +81,10 @@ async def test_claude_code_reports_a_stream_cut_after_commit_as_an_api_error(
     with ``event: error`` (no ``message_stop``), and Claude Code prints ``API Error`` and exits
     non-zero instead of taking the half answer as success. Claude Code's retries are off
     (``CLAUDE_NO_RETRIES``): by default it re-sends the failed stream once without streaming,
-    which the gateway would serve as a new request."""
+    which the gateway would serve as a new request. Mid-stream rescue is off: it would go on
+    with the fallback instead (``tests/test_rescue_e2e.py`` shows that)."""
     router.script(A, Reply(content="half of an answer that breaks", chunks=4, drop_after=2))
-    async with run_gateway(isolated_home, router, timeouts=FAST) as (base, _):
+    async with run_gateway(isolated_home, router, timeouts=FAST, rescue="off") as (base, _):
         done = await claude_print(
             "hi",
             base_url=base.removesuffix("/v1"),
@@ -106,7 +107,7 @@ async def test_claude_code_resends_a_cut_stream_without_streaming_and_gets_the_w
     router.script(
         A, Reply(content="half of an answer that breaks", chunks=4, drop_after=2), DONE
     )
-    async with run_gateway(isolated_home, router, timeouts=FAST) as (base, _):
+    async with run_gateway(isolated_home, router, timeouts=FAST, rescue="off") as (base, _):
         done = await claude_print(
             "hi", base_url=base.removesuffix("/v1"), cwd=work, home=isolated_home
         )
