@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import anthropic
+import openai
 import pytest
 
 from gateway.app_state import LEDGER, REFRESHER
@@ -58,7 +60,10 @@ async def test_a_spent_daily_budget_refuses_every_request_until_the_next_day(
     clock = SetClock(NOON)
     async with (
         run_gateway(
-            isolated_home, router, discovery=True, clock=clock,
+            isolated_home,
+            router,
+            discovery=True,
+            clock=clock,
             budget={"dailyUsd": 0.01, "timeZone": "UTC"},
         ) as (base, view),
         aiohttp.ClientSession() as session,
@@ -94,3 +99,45 @@ async def test_a_spent_daily_budget_refuses_every_request_until_the_next_day(
     with sqlite3.connect(isolated_home / ".coderclaw" / "coderclaw.db") as conn:
         outcomes = [r.outcome for r in recent(conn, 10)[::-1]]
     assert outcomes == ["ok", "budget_exceeded", "budget_exceeded", "ok"]
+
+
+async def test_the_responses_and_messages_apis_are_refused_in_their_own_shapes(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """Once the day's budget is spent, ``POST /v1/responses`` (openai SDK) and
+    ``POST /v1/messages`` (anthropic SDK) get 429 ``budget_exceeded`` too — the OpenAI error
+    object, and Anthropic's ``rate_limit_error`` — each with the reset in its message and a
+    Retry-After; nothing is sent upstream."""
+    clock = SetClock(NOON)
+    async with run_gateway(
+        isolated_home,
+        router,
+        discovery=True,
+        clock=clock,
+        budget={"dailyUsd": 0.01, "timeZone": "UTC"},
+    ) as (base, view):
+        await eventually(lambda: view.app[REFRESHER].refreshes >= 1)
+        ledger = view.app[LEDGER]
+        async with openai.AsyncOpenAI(base_url=base, api_key="x", max_retries=0) as client:
+            await client.responses.create(model=f"huggingface/{A}", input="hi")
+            await eventually(lambda: ledger.spent(clock.time())[0] >= 0.01)
+            sent = chat_posts(router)
+            with pytest.raises(openai.RateLimitError) as refused:
+                await client.responses.create(model=f"huggingface/{A}", input="hi")
+        error = refused.value.body
+        assert isinstance(error, dict) and error["code"] == "budget_exceeded"
+        assert "2026-12-02T00:00+00:00" in error["message"]
+        assert abs(int(refused.value.response.headers["retry-after"]) - 12 * 3600) <= 2
+        async with anthropic.AsyncAnthropic(
+            base_url=base.removesuffix("/v1"), api_key="x", max_retries=0
+        ) as claude:
+            with pytest.raises(anthropic.RateLimitError) as limited:
+                await claude.messages.create(
+                    model="claude-sonnet-4-5",
+                    max_tokens=20,
+                    messages=[{"role": "user", "content": "hi"}],
+                )
+        assert limited.value.body["error"]["type"] == "rate_limit_error"
+        assert "daily budget of $0.01" in limited.value.body["error"]["message"]
+        assert int(limited.value.response.headers["retry-after"]) > 0
+        assert chat_posts(router) == sent

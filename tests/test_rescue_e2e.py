@@ -211,3 +211,49 @@ async def test_a_rescue_that_runs_out_ends_with_the_original_error(
     assert b"The upstream provider failed mid-stream" in body  # the original error
     assert b"[DONE]" not in body
     assert b"503" not in body and b"time budget" not in body
+
+
+async def test_a_broken_responses_stream_is_continued_on_the_fallback(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """The Responses API gets the same rescue: the openai SDK's ``responses`` stream carries
+    the whole text once, in order, and ends ``response.completed`` (not ``response.failed``)."""
+    router.script(A, Reply(content=WORDS, chunks=60, drop_after=40))
+    router.script(B, Reply(content=WORDS, chunks=20, continue_prefill=True))
+    async with (
+        run_gateway(isolated_home, router, timeouts=TIMEOUTS) as (base, _),
+        AsyncOpenAI(base_url=base, api_key="sk-c", max_retries=0, timeout=30) as client,
+    ):
+        stream = await client.responses.create(model="coderclaw", input="Count", stream=True)
+        events = [event async for event in stream]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == WORDS
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == WORDS
+    assert "response.failed" not in [e.type for e in events]
+    [asked] = router.chat_requests(B)
+    assert json.loads(asked.body)["messages"][-1] == {"role": "assistant", "content": WORDS[:160]}
+
+
+async def test_a_broken_messages_stream_is_continued_on_the_fallback(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """The Messages API too: the anthropic SDK's stream gets the whole text once and a clean
+    ``message_stop`` with ``stop_reason: end_turn``."""
+    anthropic = pytest.importorskip("anthropic")
+    router.script(A, Reply(content=WORDS, chunks=60, stall_after=20))
+    router.script(B, Reply(content=WORDS, chunks=40, continue_prefill=True))
+    async with (
+        run_gateway(isolated_home, router, timeouts=TIMEOUTS) as (base, _),
+        anthropic.AsyncAnthropic(
+            base_url=base.removesuffix("/v1"), api_key="x", max_retries=0
+        ) as claude,
+        claude.messages.stream(
+            model="claude-sonnet-4-5", max_tokens=1000, messages=MESSAGES
+        ) as stream,
+    ):
+        text = "".join([piece async for piece in stream.text_stream])
+        final = await stream.get_final_message()
+    assert text == WORDS
+    assert final.stop_reason == "end_turn"
+    assert final.content[0].text == WORDS
