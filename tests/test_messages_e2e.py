@@ -294,7 +294,7 @@ async def test_a_stream_cut_after_commit_raises_in_the_sdk(
 ) -> None:
     router.script(A, Reply(chunks=4, drop_after=2))
     seen: list[str] = []
-    async with serve(isolated_home, router) as (client, _):
+    async with serve(isolated_home, router, rescue="off") as (client, _):
         with pytest.raises(anthropic.APIError):
             async with client.messages.stream(model=CLAUDE, max_tokens=50, messages=HI) as s:
                 async for event in s:

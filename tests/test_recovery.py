@@ -191,9 +191,10 @@ async def test_a_heavy_tailed_primary_keeps_p99_under_1_5_s_with_few_extra_reque
     isolated_home: Path, router: FakeRouter
 ) -> None:
     """95 % of the primary's first chunks at 0.3 s, 5 % at 10 s, a healthy fallback, 500
-    streamed requests 50 at a time: p99 time to first chunk <= 1.5 s, extra upstream requests
-    <= 10 %."""
-    total, concurrency = 500, 50
+    streamed requests 20 at a time (gateway, router and clients share this one process: more at
+    once measures the test's own loop), p99 time to first chunk <= 1.5 s, extra upstream
+    requests <= 10 %. bench/tail.py measures 64 clients against a gateway process."""
+    total, concurrency = 500, 20
     router.script(A, *(Reply(delay_first_byte=10 if i % 20 == 19 else 0.3) for i in range(total)))
     timeouts = {"connectSeconds": 5, "firstTokenSeconds": 15, "idleSeconds": 15, "totalSeconds": 60}
     async with (

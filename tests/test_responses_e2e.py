@@ -278,7 +278,7 @@ async def test_a_stream_cut_after_commit_ends_with_response_failed(
     isolated_home: Path, router: FakeRouter
 ) -> None:
     router.script(A, Reply(chunks=4, drop_after=2))
-    async with serve(isolated_home, router) as (client, _):
+    async with serve(isolated_home, router, rescue="off") as (client, _):
         events = await events_of(
             await client.responses.create(model="coderclaw", input="Hi", stream=True)
         )

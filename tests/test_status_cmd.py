@@ -38,7 +38,7 @@ async def test_status_prints_the_chain_spend_and_last_requests_of_the_running_ga
         assert run.code == 0, run.text
         lines = run.out.splitlines()
         primary = next(line for line in lines if line.startswith("1 ") and A in line)
-        assert "open" in primary and "503 on the last attempt" in primary
+        assert "open" in primary and "503" in primary  # the breaker's reason
         newest = next(line for line in lines if B in line and "ok" in line)
         assert "chat" in newest
         assert "spend today: $0.00" in run.out
