@@ -14,8 +14,9 @@ from aiohttp import web
 
 from gateway import wire
 from gateway.app_state import REQUEST_ID, SETTINGS
+from gateway.dialects import sse
 from gateway.dialects.handler import chain_for, client_wants_usage, run_engine
-from gateway.engine import ChainFailure, ChatRequest, ClientGone, StreamError
+from gateway.engine import ChainFailure, ChatRequest, StreamError
 from gateway.errors import RefError
 from gateway.refs import ModelRef, is_chain_name, resolve_model
 from gateway.request_body import read_body
@@ -62,16 +63,8 @@ class ChatSink:
     async def commit(
         self, served: ModelRef, provider: str | None, headers: dict[str, str]
     ) -> web.StreamResponse:
-        out = web.StreamResponse(
-            status=200,
-            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-        )
-        try:
-            await out.prepare(self._client)
-        except ConnectionError as exc:
-            raise ClientGone from exc
-        self._out = out
-        return out
+        self._out = await sse.open_stream(self._client, headers)
+        return self._out
 
     async def chunks(self, chunks: list[dict[str, Any]]) -> None:
         if not self._usage:
@@ -112,18 +105,10 @@ class ChatSink:
         return self._out
 
     async def _eof(self) -> None:
-        # A client that left between the last write and the end (the soak saw it once) is
-        # gone like any other, not an unhandled error.
-        try:
-            await self._stream().write_eof()
-        except ConnectionError as exc:
-            raise ClientGone from exc
+        await sse.end(self._stream())
 
     async def _write(self, data: bytes) -> None:
-        try:
-            await self._stream().write(data)
-        except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
-            raise ClientGone from exc
+        await sse.write(self._stream(), data)
 
 
 def _bad_request(request: web.Request, message: str, param: str | None = None) -> web.Response:

@@ -24,9 +24,10 @@ from aiohttp import web
 from gateway import wire
 from gateway.app_state import CLOCK, REQUEST_ID, RESPONSES, SETTINGS
 from gateway.dialects import responses as dialect
+from gateway.dialects import sse
 from gateway.dialects.chat import json_error
 from gateway.dialects.handler import chain_for, run_engine
-from gateway.engine import ChainFailure, ChatRequest, ClientGone, StreamError
+from gateway.engine import ChainFailure, ChatRequest, StreamError
 from gateway.errors import DialectError, RefError
 from gateway.ledger.responses import ResponseStore
 from gateway.ledger.schema import DatabaseUnavailable
@@ -66,19 +67,7 @@ class ResponsesSink:
     async def commit(
         self, served: ModelRef, provider: str | None, headers: dict[str, str]
     ) -> web.StreamResponse:
-        out = web.StreamResponse(
-            status=200,
-            headers={
-                **headers,
-                **self._request.headers(),
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-            },
-        )
-        try:
-            await out.prepare(self._client)
-        except ConnectionError as exc:
-            raise ClientGone from exc
+        out = await sse.open_stream(self._client, {**headers, **self._request.headers()})
         self._out = out
         await self._write(self._stream.start(str(served)))
         return out
@@ -145,17 +134,11 @@ class ResponsesSink:
 
     async def _write(self, data: bytes) -> None:
         assert self._out is not None, "the engine commits before it streams"
-        try:
-            await self._out.write(data)
-        except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
-            raise ClientGone from exc
+        await sse.write(self._out, data)
 
     async def _eof(self) -> None:
         assert self._out is not None, "the engine commits before it streams"
-        try:
-            await self._out.write_eof()
-        except ConnectionError as exc:
-            raise ClientGone from exc
+        await sse.end(self._out)
 
 
 # ------------------------------------------------------------------------------ errors

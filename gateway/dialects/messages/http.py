@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway import wire
 from gateway.app_state import REFRESHER, REQUEST_ID, SETTINGS
+from gateway.dialects import sse
 from gateway.dialects.handler import chain_for, run_engine
 from gateway.dialects.messages.errors import error_for_failure, error_response
 from gateway.dialects.messages.models import models_page
@@ -106,19 +107,7 @@ class MessagesSink:
     async def commit(
         self, served: ModelRef, provider: str | None, headers: dict[str, str]
     ) -> web.StreamResponse:
-        out = web.StreamResponse(
-            status=200,
-            headers={
-                **headers,
-                **self._extra,
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-            },
-        )
-        try:
-            await out.prepare(self._client)
-        except ConnectionError as exc:
-            raise ClientGone from exc
+        out = await sse.open_stream(self._client, {**headers, **self._extra})
         self._out = out
         await self._write(self._stream.start(str(served)))
         self._pinger = asyncio.create_task(self._ping_during_silence())
@@ -132,12 +121,12 @@ class MessagesSink:
     async def finish(self) -> None:
         self.close()
         await self._write(self._stream.finish())
-        await self._response().write_eof()
+        await sse.end(self._response())
 
     async def fail(self, error: StreamError) -> None:
         self.close()
         await self._write(self._stream.fail(error.message))
-        await self._response().write_eof()
+        await sse.end(self._response())
 
     def answer(
         self,
@@ -180,10 +169,7 @@ class MessagesSink:
 
     async def _write(self, data: bytes) -> None:
         self._last_write = self._loop.time()
-        try:
-            await self._response().write(data)
-        except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
-            raise ClientGone from exc
+        await sse.write(self._response(), data)
 
     async def _ping_during_silence(self) -> None:
         ping = self._stream.ping()
