@@ -162,6 +162,7 @@ def _valid_port_suffix(rest: str) -> bool:
     return rest[0] == ":" and digits.isascii() and digits.isdigit() and int(digits) <= 65535
 
 
+@functools.lru_cache(maxsize=256)  # every request asks; clients send a handful of values
 def host_allowed(host: str | None, policy: Policy) -> bool:
     """Whether a request with this ``Host`` header may be answered."""
     if not policy.check_host or host is None or host.strip() == "":
