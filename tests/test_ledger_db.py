@@ -193,6 +193,40 @@ async def test_a_database_locked_by_another_process_for_5s_is_logged_once_and_ca
     assert await db.read(lambda c: recent(c, 100)) == (before + during)[::-1]
 
 
+def rows_seen_by_another_process(path: Path) -> int:
+    """The ledger's row count as a new process sees it (not through this process's files)."""
+    script = textwrap.dedent(
+        f"""
+        import sqlite3
+        conn = sqlite3.connect({str(path)!r})
+        print(conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+async def test_rows_written_after_another_process_let_go_of_the_database_are_in_the_file(
+    db: Database,
+) -> None:
+    """The writer's locks hold while the reader thread opens its connection, so another
+    process that locks and closes the database does not take it for the last one (which
+    checkpoints and deletes the WAL under the writer): the rows written afterwards are in the
+    file that every other process reads, not in a deleted WAL."""
+    ledger = LedgerWriter(db, tz=UTC, batch_seconds=0.1)
+    before = make_rows(5, time.time() - 600)
+    for r in before:
+        ledger.add(r)
+    assert await ledger.drain()
+    assert len(await db.read(lambda c: recent(c, 100))) == 5  # the reader thread connects
+    await asyncio.to_thread(hold_lock(db.path, 0.2).wait, 20)
+    after = make_rows(7, time.time() - 300)
+    for r in after:
+        ledger.add(r)
+    assert await ledger.drain()
+    assert await asyncio.to_thread(rows_seen_by_another_process, db.path) == 12
+
+
 async def test_rows_past_the_pending_bound_are_dropped_oldest_first_and_counted(
     tmp_path: Path,
 ) -> None:

@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from gateway.ledger.usage import UsageRow, recent
 from tests.conftest import clean_env
@@ -31,11 +30,6 @@ from tests.gateway_harness import TOKEN, eventually, write_config
 from tests.test_ledger_db import hold_lock
 
 REF_A = "huggingface/org/model-a"
-# Found by these tests, open: in the gateway process the database writer sometimes does not
-# write again after a failed batch (locked or full) once the way is clear (the rows stay
-# pending; another connection to the file seems to unstick it). The requests and the one log
-# line hold every time; the catch-up does not, so both tests are marked until it is fixed.
-RECOVERY_BUG = "ledger writer: no catch-up after a failed batch, intermittently (issue 14)"
 
 
 @asynccontextmanager
@@ -120,7 +114,6 @@ def write_failures(gw: GatewayProcess) -> int:
     return sum(1 for e in gw.events() if e.get("event") == "database_write_failed")
 
 
-@pytest.mark.xfail(strict=False, reason=RECOVERY_BUG)
 async def test_a_database_locked_for_5s_by_another_process_fails_no_request(
     isolated_home: Path, router: FakeRouter
 ) -> None:
@@ -143,7 +136,6 @@ async def test_a_database_locked_for_5s_by_another_process_fails_no_request(
     check_rows(rows_of(db), ids)
 
 
-@pytest.mark.xfail(strict=False, reason=RECOVERY_BUG)
 async def test_a_full_state_dir_fails_no_request_and_the_rows_follow_when_space_returns(
     isolated_home: Path, router: FakeRouter
 ) -> None:

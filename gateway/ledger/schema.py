@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,12 +156,19 @@ def connect(
     the database. An existing file with a wider mode is narrowed to 0600.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # An existing file is never opened here, only narrowed by its path: closing *any*
+        # descriptor of a file drops every POSIX lock this process holds on it, so opening a
+        # second connection (the reader thread's) used to drop the writer's shared lock. The
+        # next other process to close the database then took itself for the last one,
+        # checkpointed and deleted the WAL, and the writer went on committing into the
+        # deleted file: rows nobody else could see (the "no catch-up after a lock" of #14).
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)
+    else:
+        os.close(fd)  # a file created just now: no lock of ours is on it yet
     try:
         conn = sqlite3.connect(
             path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=True
