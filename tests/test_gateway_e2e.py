@@ -896,7 +896,10 @@ async def test_200_concurrent_streams_all_complete_in_order(
 ) -> None:
     content = " ".join(f"w{i:02d}" for i in range(40))
     router.set_default(Reply(chunks=20, content=content, repeat=True))
-    async with serve(isolated_home, router) as (client, _, _):
+    # 200 streams, their router and their clients share one process: the 0.5 s first-token
+    # timeout of FAST measures this test's own loop, not the gateway (and a timeout opens A).
+    patient = {**FAST, "firstTokenSeconds": 10, "idleSeconds": 10}
+    async with serve(isolated_home, router, timeouts=patient) as (client, _, _):
 
         async def one() -> tuple[str, int]:
             stream = await client.chat.completions.create(
