@@ -403,3 +403,34 @@ async def test_a_database_locked_before_the_first_migration_is_opened_when_the_l
         assert [e["event"] for e in logs].count("database_write_failed") == 1
     finally:
         await db.stop()
+
+
+async def test_maintenance_that_keeps_failing_on_a_lock_is_retried_without_spinning(
+    tmp_path: Path,
+) -> None:
+    """The daily maintenance comes due with no rows waiting and hits a lock: the writer waits for
+    its retry (it used to loop with a zero timeout, a whole core busy until the lock cleared)."""
+    wall = [1_000_000.0]
+    calls: list[float] = []
+
+    def daily(conn: sqlite3.Connection, now: float) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            wall[0] += 2 * 86400  # the next run is due as soon as this one is done
+            return
+        raise sqlite3.OperationalError("database is locked")
+
+    database = Database(
+        tmp_path / "coderclaw.db", clock=lambda: wall[0], retry_min_s=0.1, retry_max_s=0.2
+    )
+    await database.start()
+    try:
+        with capture_logs():
+            database.add_maintenance(daily)
+            cpu = time.process_time()
+            await asyncio.sleep(1.0)
+            used = time.process_time() - cpu
+    finally:
+        await database.stop()
+    assert len(calls) >= 3, "the failed maintenance was not retried"
+    assert used < 0.3, f"the writer used {used:.2f} s of CPU in 1 s while waiting to retry"

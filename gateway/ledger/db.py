@@ -194,8 +194,11 @@ class Database:
             timeout: float | None = max(0.0, min(retry_at, self._stop_at or 0.0) - time.monotonic())
         elif pending:
             timeout = max(0.0, retry_at - time.monotonic())
+        elif self._maintenance:
+            # Due maintenance that failed waits for its retry too (else this loop spins).
+            timeout = max(0.0, self._maintenance_at - self._clock(), retry_at - time.monotonic())
         else:
-            timeout = max(0.0, self._maintenance_at - self._clock()) if self._maintenance else None
+            timeout = None
         stop = False
         try:
             item = self._jobs.get(timeout=timeout)
