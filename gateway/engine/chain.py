@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,9 +156,9 @@ class ChainEngine:
         last: Failed | None = None
         now = self.clock.monotonic()
         self.hedge_budget.record_request(now)
-        plan = deque(self.breaker.plan(request.chain, now))
+        plan = list(self.breaker.plan(request.chain, now))  # a few models: a list is smallest
         while plan:
-            planned = plan.popleft()
+            planned = plan.pop(0)
             ticket = self._probe_ticket(planned)
             if ticket is False:
                 continue  # another request is probing it: skip, as an open one
@@ -188,7 +187,7 @@ class ChainEngine:
         record: RequestRecord,
         sink: Sink,
         planned: Planned,
-        plan: deque[Planned],
+        plan: list[Planned],
         deadline: float,
     ) -> web.StreamResponse | Failed | None:
         """One model's attempts (retries within ``gateway.retries``; a probe tries once): the
@@ -259,7 +258,7 @@ class ChainEngine:
     # -- hedging -----------------------------------------------------------------------------
 
     def _hedge_delay(
-        self, request: ChatRequest, planned: Planned, plan: deque[Planned]
+        self, request: ChatRequest, planned: Planned, plan: list[Planned]
     ) -> float | None:
         """When an attempt of ``planned`` without a first chunk is hedged (None: never)."""
         if not plan:
@@ -279,14 +278,14 @@ class ChainEngine:
         return delay if delay is not None and delay < first_token else None
 
     def _take_hedge(
-        self, probe: bool, plan: deque[Planned]
+        self, probe: bool, plan: list[Planned]
     ) -> tuple[Planned, ProbeTicket | None] | None:
         """The next model of ``plan`` to hedge with (taken out of it), or None: nothing left,
         or the minute's hedges are spent (a half-open probe is hedged regardless)."""
         if not probe and not self.hedge_budget.allow(self.clock.monotonic()):
             return None
         while plan:
-            planned = plan.popleft()
+            planned = plan.pop(0)
             ticket = self._probe_ticket(planned)
             if ticket is not False:
                 return planned, ticket if isinstance(ticket, ProbeTicket) else None
@@ -297,7 +296,7 @@ class ChainEngine:
         first: Attempt,
         planned: Planned,
         delay: float,
-        plan: deque[Planned],
+        plan: list[Planned],
         deadline: float,
     ) -> tuple[web.StreamResponse | Failed | Broken, bool]:
         """Run ``first``; if it has no first chunk after ``delay``, start the next model beside
@@ -425,7 +424,7 @@ class ChainEngine:
     # -- mid-stream rescue -------------------------------------------------------------------
 
     async def _rescue(
-        self, broken: Broken, plan: deque[Planned], deadline: float
+        self, broken: Broken, plan: list[Planned], deadline: float
     ) -> web.StreamResponse:
         """Continue a broken text stream on the next models of ``plan`` (SPEC §9): with the
         sent text as a prefill where the model is not known to refuse it, else a restart whose
@@ -508,7 +507,6 @@ class ChainEngine:
             and can_rescue(request.body, False)
         ):
             attempt.sent = []
-        payload = wire.dumps(body)
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + min(timeouts.first_token_seconds, remaining)
         total_deadline = loop.time() + remaining
@@ -517,9 +515,11 @@ class ChainEngine:
             # The first-token timeout covers the wait for the status line too: a model that
             # answers nothing at all is as silent as one that sends headers and no chunk.
             async with asyncio.timeout_at(first_deadline) as timer:
+                # The encoded body is not kept for the stream's life: orjson's bytes hold a
+                # 4 KiB buffer whatever their length (1,000 open streams: 4 MiB).
                 reply = await self.upstream.post_chat(
                     request.settings,
-                    payload,
+                    wire.dumps(body),
                     stream=request.stream,
                     client_headers=request.client.headers,
                 )
