@@ -191,34 +191,41 @@ async def test_a_heavy_tailed_primary_keeps_p99_under_1_5_s_with_few_extra_reque
     isolated_home: Path, router: FakeRouter
 ) -> None:
     """95 % of the primary's first chunks at 0.3 s, 5 % at 10 s, a healthy fallback, 500
-    streamed requests 20 at a time (gateway, router and clients share this one process: more at
-    once measures the test's own loop), p99 time to first chunk <= 1.5 s, extra upstream
-    requests <= 10 %. bench/tail.py measures 64 clients against a gateway process."""
+    streamed requests 20 at a time to a gateway process: p99 time to first chunk <= 1.5 s,
+    extra upstream requests <= 10 %. The gateway runs in a process of its own so that what is
+    timed is the gateway, not this process's loop (the router and the clients run here);
+    bench/tail.py measures 64 clients."""
     total, concurrency = 500, 20
     router.script(A, *(Reply(delay_first_byte=10 if i % 20 == 19 else 0.3) for i in range(total)))
     timeouts = {"connectSeconds": 5, "firstTokenSeconds": 15, "idleSeconds": 15, "totalSeconds": 60}
-    async with (
-        run_gateway(isolated_home, router, timeouts=timeouts) as (base, _),
-        _client(base) as client,
-    ):
+    write_config(isolated_home, router, timeouts=timeouts)
+    port = free_port()
+    async with run_process(
+        gateway_argv(port), clean_env(isolated_home, HF_TOKEN=TOKEN), port=port
+    ) as gw:
+        await gw.wait_healthy()
         gate = asyncio.Semaphore(concurrency)
+        async with _client(gw.v1) as client:
 
-        async def one() -> float:
-            async with gate:
-                first, _, _ = await _first_chunk(client)
-                return first
+            async def one() -> float:
+                async with gate:
+                    first, _, _ = await _first_chunk(client)
+                    return first
 
-        started = time.monotonic()
-        firsts = sorted(await asyncio.gather(*(one() for _ in range(total))))
-        took = time.monotonic() - started
+            started = time.monotonic()
+            firsts = sorted(await asyncio.gather(*(one() for _ in range(total))))
+            took = time.monotonic() - started
+        gw.send(signal.SIGTERM)
+        assert await gw.wait_exit() == 0
     upstream = router.count(A) + router.count(B)
     p50, p99 = firsts[total // 2], firsts[int(total * 0.99) - 1]
     extra = upstream / total - 1
     print(
         f"\nheavy tail: {total} streams in {took:.1f} s, time to first chunk p50 "
-        f"{p50:.3f} s p99 {p99:.3f} s, extra upstream requests {extra:.1%}"
+        f"{p50:.3f} s p99 {p99:.3f} s, extra upstream requests {extra:.1%}; "
+        f"slowest ten: {[round(f, 2) for f in firsts[-10:]]}"
     )
-    assert p99 <= 1.5
+    assert p99 <= 1.5, firsts[-30:]
     assert extra <= 0.10
 
 
