@@ -89,10 +89,11 @@ def admit(open_connections: int, waiting: int, limit: int) -> Admission:
     return Admission.EVICT if waiting > 0 else Admission.REFUSE
 
 
-@dataclass
+@dataclass(slots=True)
 class _Connection:
     running: int = 0  # requests being handled on it
     started: bool = False  # a request has arrived on it
+    deadline: asyncio.TimerHandle | None = None  # the header deadline, until a request came
 
 
 _REFUSAL_BODY = wire.dumps(
@@ -181,8 +182,9 @@ class ConnectionGate:
             del self._connections[waiting]
             waiting.force_close()
         handler = self._server()
-        self._connections[handler] = _Connection()
-        asyncio.get_running_loop().call_later(self.header_seconds, self._header_deadline, handler)
+        conn = self._connections[handler] = _Connection()
+        loop = asyncio.get_running_loop()
+        conn.deadline = loop.call_later(self.header_seconds, self._header_deadline, handler)
         return handler
 
     def _tracked(self, inner: RequestHandlerFn) -> RequestHandlerFn:
@@ -192,7 +194,11 @@ class ConnectionGate:
             if conn is None:  # accepted before the gate, or already evicted
                 return await inner(request)
             conn.running += 1
-            conn.started = True
+            if not conn.started:
+                conn.started = True
+                if conn.deadline is not None:  # a request came: the timer and its handle go
+                    conn.deadline.cancel()
+                    conn.deadline = None
             try:
                 return await inner(request)
             finally:
