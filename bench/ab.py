@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""The ledger's cost on the request path: this tree's gateway against one without the ledger.
+"""What a change costs on the request path: one gateway source tree against another.
 
-    .venv/bin/python bench/ledger.py --base DIR [--shared ../shared/bench] [--rounds 4]
+    .venv/bin/python bench/ab.py --base DIR [--tree DIR2] [--shared ../shared/bench] [--rounds 4]
 
-``DIR`` is a source tree of the gateway before the ledger was wired in (for example
-``git archive <commit> | tar -x -C DIR``); it runs from this tree's ``.venv`` with
-``PYTHONPATH=DIR``. Both gateways run side by side against one shared ``fake_upstream.py``
+``DIR`` is a source tree of the gateway before the change (for example ``git archive
+<commit> | tar -x -C DIR``), ``DIR2`` one with it (default: this tree); each runs from
+``bench/.venv`` (see ``start_gateway.sh``) with ``PYTHONPATH`` set to it. Used for the ledger
+(issue 14: the tree before the ledger rows) and for the breaker and hedging (issue 13: the tree
+before the breaker). Both gateways run side by side against one shared ``fake_upstream.py``
 (pinned to CPU 1, the upstream and this driver to CPU 0, as ``bench/dialects.py`` does), in
 interleaved rounds with the order rotated. Per round and gateway:
 
@@ -15,7 +17,7 @@ interleaved rounds with the order rotated. Per round and gateway:
 * S0-like: 200 sequential non-stream requests: p50 latency through the gateway minus p50 of
   the same requests sent to the upstream directly (the added latency).
 
-Prints a markdown table of medians (ledger on = this tree, off = ``DIR``).
+Prints a markdown table of medians ("after" = ``DIR2``, "before" = ``DIR``).
 """
 
 from __future__ import annotations
@@ -119,9 +121,9 @@ async def measure(args: argparse.Namespace, upstream: str, gateways: dict[str, t
 
 
 def report(out: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
-    on, off = out["ledger on"], out["ledger off"]
+    on, off = out["after"], out["before"]
     print(f"\n{args.rounds} interleaved rounds of {args.seconds:g} s per load\n")
-    print("| measure | ledger off (median) | ledger on (median) | on / off (median of rounds) |")
+    print("| measure | before (median) | after (median) | after / before (median of rounds) |")
     print("|---|---|---|---|")
     for key, label in (
         ("s1_cpu_us_per_request", "S1-like CPU µs per non-stream request (16 concurrent)"),
@@ -139,7 +141,8 @@ def report(out: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", required=True, help="a gateway source tree without the ledger")
+    ap.add_argument("--base", required=True, help="the gateway source tree before the change")
+    ap.add_argument("--tree", default=str(ROOT), help="the tree with the change (this one)")
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "bench"))
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -151,7 +154,7 @@ def main() -> None:
     upstream = f"http://127.0.0.1:{up_port}"
     fake = Path(args.shared) / "fake_upstream.py"
     start = str(ROOT / "bench" / "start_gateway.sh")
-    with tempfile.TemporaryDirectory(prefix="coderclaw-ledger-bench-") as logs:
+    with tempfile.TemporaryDirectory(prefix="coderclaw-ab-bench-") as logs:
         up = subprocess.Popen(
             pinned(0, [sys.executable, str(fake), "--port", str(up_port), "--chunks", "100",
                        "--chunk-delay-ms", "1"]),
@@ -161,7 +164,8 @@ def main() -> None:
         procs = [up]
         gateways: dict[str, tuple[str, int]] = {}
         try:
-            for name, extra in (("ledger on", {}), ("ledger off", {"PYTHONPATH": args.base})):
+            for name, tree in (("after", args.tree), ("before", args.base)):
+                extra = {"PYTHONPATH": tree}
                 port = free_port()
                 gw = subprocess.Popen(
                     pinned(1, [start, str(port), upstream]),
