@@ -76,8 +76,7 @@ async def fetch_models(
     except UpstreamTimeout:
         raise UpstreamError(
             f"GET {url} timed out after {timeout_s:g}s",
-            hint="raise models.providers.huggingface.discovery.timeoutSeconds or "
-            + _REACH_HINT,
+            hint="raise models.providers.huggingface.discovery.timeoutSeconds or " + _REACH_HINT,
         ) from None
     except UpstreamUnreachable as exc:
         raise UpstreamError(f"GET {url} failed: {exc.reason}", hint=_REACH_HINT) from None
@@ -247,9 +246,7 @@ class CatalogRefresher:
         try:
             await asyncio.to_thread(save_cached_catalog, self.cache_file, catalog)
         except OSError as exc:
-            log.warning(
-                "catalog_cache_write_failed", path=str(self.cache_file), error=exc.strerror
-            )
+            log.warning("catalog_cache_write_failed", path=str(self.cache_file), error=exc.strerror)
         return True
 
     async def _run(self) -> None:

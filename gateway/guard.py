@@ -261,6 +261,4 @@ def check_request(
 def allowed_request_headers(requested: str) -> str:
     """The headers of ``Access-Control-Request-Headers`` that an allowed origin may send."""
     names = [n.strip().lower() for n in requested.split(",")]
-    return ", ".join(
-        n for n in names if n in CORS_HEADERS or n.startswith(CORS_HEADER_PREFIXES)
-    )
+    return ", ".join(n for n in names if n in CORS_HEADERS or n.startswith(CORS_HEADER_PREFIXES))

@@ -26,34 +26,44 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _BREAKER_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 
 
+def _counter(registry: CollectorRegistry, name: str, documentation: str, *labels: str) -> Counter:
+    return Counter(name, documentation, labels, registry=registry)
+
+
+def _gauge(registry: CollectorRegistry, name: str, documentation: str, *labels: str) -> Gauge:
+    return Gauge(name, documentation, labels, registry=registry)
+
+
 class Metrics:
     def __init__(self) -> None:
         self._children: dict[tuple[object, ...], Counter] = {}
         self._known: KnownRefs | None = None
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = _counter(
+            r,
             "coderclaw_requests",
             "Chat completions by served model and outcome",
-            ["model", "outcome"],
-            registry=r,
+            "model",
+            "outcome",
         )
-        self.dialect_requests = Counter(
+        self.dialect_requests = _counter(
+            r,
             "coderclaw_dialect_requests",
             "Requests by API dialect (chat, responses, messages) and outcome",
-            ["dialect", "outcome"],
-            registry=r,
+            "dialect",
+            "outcome",
         )
-        self.attempts = Counter(
+        self.attempts = _counter(
+            r,
             "coderclaw_upstream_attempts",
             "Upstream attempts by model and status",
-            ["model", "status"],
-            registry=r,
+            "model",
+            "status",
         )
-        self.fallbacks = Counter(
+        self.fallbacks = _counter(
+            r,
             "coderclaw_fallbacks",
             "Requests served by a model other than the first of their chain",
-            registry=r,
         )
         self.upstream_latency = Histogram(
             "coderclaw_upstream_latency_seconds",
@@ -67,62 +77,57 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.active_streams = Gauge(
-            "coderclaw_active_streams", "Streams being relayed now", registry=r
-        )
-        self.cooling_models = Gauge(
-            "coderclaw_cooling_models", "Models in cooldown now", registry=r
-        )
+        self.active_streams = _gauge(r, "coderclaw_active_streams", "Streams being relayed now")
+        self.cooling_models = _gauge(r, "coderclaw_cooling_models", "Models in cooldown now")
         # -- routing that recovers by itself (SPEC §9): breaker, hedging, rescue ----------------
-        self.breaker_state = Gauge(
+        self.breaker_state = _gauge(
+            r,
             "coderclaw_breaker_state",
             "Breaker state per configured model: 0 closed, 1 half-open, 2 open",
-            ["model"],
-            registry=r,
+            "model",
         )
-        self.hedges_started = Counter(
+        self.hedges_started = _counter(
+            r,
             "coderclaw_hedges_started",
             "Hedges started: a second model asked before the first sent its first chunk",
-            registry=r,
         )
-        self.hedges_won = Counter(
-            "coderclaw_hedges_won", "Hedges whose second model answered first", registry=r
+        self.hedges_won = _counter(
+            r, "coderclaw_hedges_won", "Hedges whose second model answered first"
         )
-        self.rescues_tried = Counter(
-            "coderclaw_rescues_tried", "Committed streams that broke and were rescued", registry=r
+        self.rescues_tried = _counter(
+            r, "coderclaw_rescues_tried", "Committed streams that broke and were rescued"
         )
-        self.rescues_succeeded = Counter(
+        self.rescues_succeeded = _counter(
+            r,
             "coderclaw_rescues_succeeded",
             "Rescued streams that ended normally on another model",
-            registry=r,
         )
         # ---------------------------------------------------------------------------------------
-        self.catalog_models = Gauge(
-            "coderclaw_catalog_models", "Models in the current catalog", registry=r
-        )
-        self.catalog_age = Gauge(
-            "coderclaw_catalog_age_seconds", "Age of the last good discovery (-1: none)", registry=r
+        self.catalog_models = _gauge(r, "coderclaw_catalog_models", "Models in the current catalog")
+        self.catalog_age = _gauge(
+            r, "coderclaw_catalog_age_seconds", "Age of the last good discovery (-1: none)"
         )
 
         # Spend: known costs only (a request without a price adds nothing). Providers are
         # named by the router's header, so they are bounded too: the first MAX_PROVIDERS seen.
-        self.spend = Counter(
+        self.spend = _counter(
+            r,
             "coderclaw_spend_usd",
             "Known cost in USD of finished requests, by served model and provider",
-            ["model", "provider"],
-            registry=r,
+            "model",
+            "provider",
         )
         self._providers: set[str] = set()
         self._spend_children: dict[tuple[str, str], Counter] = {}
 
-        self.asyncio_tasks = Gauge(
-            "coderclaw_asyncio_tasks", "asyncio tasks alive in the gateway's loop", registry=r
+        self.asyncio_tasks = _gauge(
+            r, "coderclaw_asyncio_tasks", "asyncio tasks alive in the gateway's loop"
         )
-        self.upstream_connections = Gauge(
+        self.upstream_connections = _gauge(
+            r,
             "coderclaw_upstream_connections",
             "Upstream pool connections: active (serving a request) or idle (kept alive)",
-            ["state"],
-            registry=r,
+            "state",
         )
 
     def observe_process(self, connector: aiohttp.BaseConnector | None) -> None:

@@ -13,14 +13,52 @@ from aiohttp import web
 from gateway import __version__, wire
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_ANTHROPIC_ERROR = {"$ref": "#/components/schemas/AnthropicError"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
 
 
-def _error_response(description: str) -> dict[str, Any]:
+def _error_response(description: str, schema: dict[str, Any] = _ERROR) -> dict[str, Any]:
+    """An error answer with its ``x-request-id``: OpenAI's ``Error`` unless ``schema`` says."""
     return {
         "description": description,
         "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}},
-        "content": {"application/json": {"schema": _ERROR}},
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _anthropic_error(description: str) -> dict[str, Any]:
+    return _error_response(description, _ANTHROPIC_ERROR)
+
+
+def _sse_event(description: str) -> dict[str, Any]:
+    """The schema of one server-sent event of a stream (OpenAPI 3.1 describes each event)."""
+    return {
+        "description": description,
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {"type": "string", "minLength": 1},
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+    }
+
+
+def _status_page(operation_id: str, summary: str) -> dict[str, Any]:
+    """The status page's HTML: open to all (its data, ``/status.json``, needs the token)."""
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
     }
 
 
@@ -252,33 +290,14 @@ _RESPONSES_SCHEMAS: dict[str, Any] = {
             "usage": {"type": ["object", "null"]},
         },
     },
-    "ResponseStreamEvent": {
-        "description": "One server-sent event: `event` is the Responses event type and `data` "
-        "its JSON, with `type` and `sequence_number`",
-        "type": "object",
-        "required": ["data"],
-        "properties": {
-            "data": {"type": "string", "minLength": 1},
-            "event": {"type": "string"},
-            "id": {"type": "string"},
-            "retry": {"type": "integer"},
-        },
-    },
+    "ResponseStreamEvent": _sse_event(
+        "One server-sent event: `event` is the Responses event type and `data` its JSON, with "
+        "`type` and `sequence_number`"
+    ),
 }
 
 
 # -- the Anthropic Messages API (errors in Anthropic's shape) ------------------------------
-
-_ANTHROPIC_ERROR = {"$ref": "#/components/schemas/AnthropicError"}
-
-
-def _anthropic_error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}},
-        "content": {"application/json": {"schema": _ANTHROPIC_ERROR}},
-    }
-
 
 _ANTHROPIC_BODY_ERRORS: dict[str, Any] = {
     "400": _anthropic_error("`invalid_request_error`: the body is not a valid Messages request"),
@@ -541,12 +560,8 @@ SPEC: dict[str, Any] = {
             }
         },
         # The status page (issue 14): the HTML is open, its data needs the gateway token.
-        "/": {"get": {"operationId": "statusPage", "summary": "The status page (HTML)",
-                      "security": [], "responses": {"200": {"description": "The page",
-                      "content": {"text/html": {"schema": {"type": "string"}}}}}}},
-        "/status": {"get": {"operationId": "statusPageAlias", "summary": "The status page",
-                            "security": [], "responses": {"200": {"description": "The page",
-                            "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/": _status_page("statusPage", "The status page (HTML)"),
+        "/status": _status_page("statusPageAlias", "The status page"),
         "/status.json": {
             "get": {
                 "operationId": "status",
@@ -639,19 +654,11 @@ SPEC: dict[str, Any] = {
                     "usage": {"type": ["object", "null"]},
                 },
             },
-            "StreamEvent": {
-                "description": "One server-sent event (OpenAPI 3.1 describes each event of a "
-                "stream): `data` is a chat.completion.chunk JSON, an `{error}` JSON that ends a "
-                "failed stream, or `[DONE]` after the last chunk of a complete one",
-                "type": "object",
-                "required": ["data"],
-                "properties": {
-                    "data": {"type": "string", "minLength": 1},
-                    "event": {"type": "string"},
-                    "id": {"type": "string"},
-                    "retry": {"type": "integer"},
-                },
-            },
+            "StreamEvent": _sse_event(
+                "One server-sent event (OpenAPI 3.1 describes each event of a stream): `data` is "
+                "a chat.completion.chunk JSON, an `{error}` JSON that ends a failed stream, or "
+                "`[DONE]` after the last chunk of a complete one"
+            ),
             "Model": {
                 "type": "object",
                 "required": ["id", "object", "created", "owned_by"],

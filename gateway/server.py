@@ -134,72 +134,14 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
     if task is not None:
         traffic.in_flight.add(task)
     try:
-        settings = request.app[SETTINGS].current
-        section = settings.config.gateway
-        verdict = guard.check_request(
-            guard.build_policy(
-                section.allowed_origins, section.allowed_hosts, loopback=settings.is_loopback
-            ),
-            method=request.method,
-            path=request.path,
-            headers=request.headers,
-            local=_local_address(request),
-        )
-        if isinstance(verdict, guard.Refused):
-            return _error(
-                request,
-                403,
-                verdict.message,
-                "permission_error",
-                verdict.code,
-                headers={"x-request-id": request_id},
-            )
-        request[CORS_HEADERS] = verdict.headers
-        if verdict.preflight:
-            return web.Response(status=204, headers={"x-request-id": request_id})
-        if request.method == "HEAD" and request.path in messages_http.PROBE_PATHS:
-            return web.Response(status=200, headers={"x-request-id": request_id})
-        token = settings.gateway_token
-        metrics = request.path == "/metrics" and not section.metrics.public
-        if (
-            token is not None
-            and (request.path.startswith("/v1") or metrics or request.path == "/status.json")
-            and not _authorized(token, request.headers)
-        ):
-            return _error(
-                request,
-                401,
-                "missing or wrong gateway token: send "
-                + (
-                    "x-api-key: <token> or "
-                    if error_shape_for(request.path, request.headers) == "anthropic"
-                    else ""
-                )
-                + "Authorization: Bearer <token> (gateway.auth.token or CODERCLAW_GATEWAY_TOKEN)"
-                + ("; gateway.metrics.public: true opens /metrics" if metrics else ""),
-                "authentication_error",
-                "invalid_api_key",
-                headers={"x-request-id": request_id},
-            )
+        answered = _admit(request, request_id)
+        if answered is not None:
+            return answered
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = {
-            404: f"no route for {request.method} {request.path}; the API is under /v1",
-            405: f"method {request.method} is not allowed on {request.path}",
-            413: "the request body is larger than gateway.limits.maxBodyBytes",
-        }.get(exc.status, exc.reason)
-        headers = {"x-request-id": request_id}
-        if exc.status == 405 and "Allow" in exc.headers:
-            headers["Allow"] = exc.headers["Allow"]
-        return _error(
-            request,
-            exc.status,
-            message,
-            _STATUS_TYPES.get(exc.status, "invalid_request_error"),
-            headers=headers,
-        )
+        return _http_error(request, exc, request_id)
     except Exception:
         log.exception("unhandled_error", request_id=request_id, path=request.path)
         return _error(
@@ -215,6 +157,86 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
     if "x-request-id" not in response.headers and not response.prepared:
         response.headers["x-request-id"] = request_id
     return response
+
+
+def _admit(request: web.Request, request_id: str) -> web.Response | None:
+    """What the front door answers before any route: the guards' 403, an allowed origin's
+    preflight, Claude Code's probes, a missing or wrong gateway token's 401. None: the route
+    answers (with the allowed origin's CORS headers kept on the request)."""
+    settings = request.app[SETTINGS].current
+    section = settings.config.gateway
+    verdict = guard.check_request(
+        guard.build_policy(
+            section.allowed_origins, section.allowed_hosts, loopback=settings.is_loopback
+        ),
+        method=request.method,
+        path=request.path,
+        headers=request.headers,
+        local=_local_address(request),
+    )
+    if isinstance(verdict, guard.Refused):
+        return _error(
+            request,
+            403,
+            verdict.message,
+            "permission_error",
+            verdict.code,
+            headers={"x-request-id": request_id},
+        )
+    request[CORS_HEADERS] = verdict.headers
+    if verdict.preflight:
+        return web.Response(status=204, headers={"x-request-id": request_id})
+    if request.method == "HEAD" and request.path in messages_http.PROBE_PATHS:
+        return web.Response(status=200, headers={"x-request-id": request_id})
+    return _unauthorized(request, settings, request_id)
+
+
+def _unauthorized(request: web.Request, settings: Settings, request_id: str) -> web.Response | None:
+    """The 401 of a request to ``/v1/*``, ``/metrics`` (unless it is public) or
+    ``/status.json`` without the gateway token, when one is configured; None otherwise."""
+    token = settings.gateway_token
+    metrics = request.path == "/metrics" and not settings.config.gateway.metrics.public
+    if (
+        token is not None
+        and (request.path.startswith("/v1") or metrics or request.path == "/status.json")
+        and not _authorized(token, request.headers)
+    ):
+        return _error(
+            request,
+            401,
+            "missing or wrong gateway token: send "
+            + (
+                "x-api-key: <token> or "
+                if error_shape_for(request.path, request.headers) == "anthropic"
+                else ""
+            )
+            + "Authorization: Bearer <token> (gateway.auth.token or CODERCLAW_GATEWAY_TOKEN)"
+            + ("; gateway.metrics.public: true opens /metrics" if metrics else ""),
+            "authentication_error",
+            "invalid_api_key",
+            headers={"x-request-id": request_id},
+        )
+    return None
+
+
+def _http_error(request: web.Request, exc: web.HTTPException, request_id: str) -> web.Response:
+    """A 4xx/5xx the app raised (no route, wrong method, body too large, ...) as a JSON error
+    in the route's shape; a 405 keeps its ``Allow``."""
+    message = {
+        404: f"no route for {request.method} {request.path}; the API is under /v1",
+        405: f"method {request.method} is not allowed on {request.path}",
+        413: "the request body is larger than gateway.limits.maxBodyBytes",
+    }.get(exc.status, exc.reason)
+    headers = {"x-request-id": request_id}
+    if exc.status == 405 and "Allow" in exc.headers:
+        headers["Allow"] = exc.headers["Allow"]
+    return _error(
+        request,
+        exc.status,
+        message,
+        _STATUS_TYPES.get(exc.status, "invalid_request_error"),
+        headers=headers,
+    )
 
 
 def _local_address(request: web.Request) -> tuple[str, int] | None:

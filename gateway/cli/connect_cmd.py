@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import click
@@ -32,8 +34,11 @@ def _report(written: connect.Written, what: str) -> None:
         click.echo(f"  previous version kept as {written.backup}")
 
 
-def _write(path: Path, text: str) -> connect.Written:
-    return connect.write_with_backup(path, text, now=datetime.now(UTC))
+def _merge_into(path: Path, merge: Callable[[str | None], str], what: str) -> None:
+    """Write ``merge`` of the file's text (None: no file yet) to ``path``, the previous version
+    kept as a backup, and say what happened."""
+    existing = path.read_text(encoding="utf-8") if path.exists() else None
+    _report(connect.write_with_backup(path, merge(existing), now=datetime.now(UTC)), what)
 
 
 @click.group("connect")
@@ -53,8 +58,7 @@ def codex(write: bool) -> None:
     target = _target(settings)
     path = connect.codex_config_path(settings.env, settings.paths.home)
     if write:
-        existing = path.read_text(encoding="utf-8") if path.exists() else None
-        _report(_write(path, connect.merge_codex(existing, target, file=str(path))), "Codex")
+        _merge_into(path, partial(connect.merge_codex, target=target, file=str(path)), "Codex")
     else:
         click.echo(connect.merge_codex(None, target), nl=False)
         _note(f"\nPut this in {path}, or rerun with --write to merge it in (a backup is kept).")
@@ -75,8 +79,8 @@ def claude(write: bool) -> None:
     target = _target(settings)
     path = connect.claude_settings_path(settings.env, settings.paths.home)
     if write:
-        existing = path.read_text(encoding="utf-8") if path.exists() else None
-        _report(_write(path, connect.merge_claude(existing, target, file=str(path))), "Claude Code")
+        merge = partial(connect.merge_claude, target=target, file=str(path))
+        _merge_into(path, merge, "Claude Code")
     else:
         click.echo(json.dumps(connect.claude_settings(target), indent=2))
         _note(f"\nMerge this into {path}, or rerun with --write (a backup is kept).")
@@ -95,4 +99,3 @@ def claude(write: bool) -> None:
     _note(
         "Claude Code's claude-* model names are served by the chain (gateway.anthropic.modelMap)."
     )
-

@@ -15,11 +15,10 @@ from aiohttp import web
 from gateway import wire
 from gateway.app_state import REQUEST_ID, SETTINGS
 from gateway.dialects import sse
+from gateway.dialects.common import no_token, read_json_object, resolve_requested
 from gateway.dialects.handler import chain_for, client_wants_usage, run_engine
 from gateway.engine import ChainFailure, ChatRequest, StreamError
-from gateway.errors import RefError
-from gateway.refs import ModelRef, is_chain_name, resolve_model
-from gateway.request_body import read_body
+from gateway.refs import ModelRef
 
 SSE_DONE = b"data: [DONE]\n\n"
 
@@ -111,41 +110,30 @@ class ChatSink:
         await sse.write(self._stream(), data)
 
 
-def _bad_request(request: web.Request, message: str, param: str | None = None) -> web.Response:
+def openai_error(
+    request: web.Request, status: int, message: str, code: str, param: str | None = None
+) -> web.Response:
+    """The OpenAI-shaped error of a request (``common.ErrorRenderer``): ``server_error`` for a
+    5xx, else ``invalid_request_error``; with the request's ``x-request-id``."""
     return json_error(
-        400,
+        status,
         message,
-        "invalid_request_error",
-        "invalid_request",
+        "server_error" if status >= 500 else "invalid_request_error",
+        code,
         param,
         headers={"x-request-id": request[REQUEST_ID]},
     )
 
 
+def _bad_request(request: web.Request, message: str, param: str | None = None) -> web.Response:
+    return openai_error(request, 400, message, "invalid_request", param)
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS].current
-    timeouts = settings.config.gateway.timeouts
-    try:
-        raw = await read_body(
-            request, idle_s=timeouts.idle_seconds, total_s=timeouts.total_seconds
-        )
-    except TimeoutError:
-        response = json_error(
-            408,
-            "the request body did not arrive in time (gateway.timeouts.idleSeconds between "
-            "bytes, totalSeconds in all); send it again",
-            "invalid_request_error",
-            "request_timeout",
-            headers={"x-request-id": request[REQUEST_ID]},
-        )
-        response.force_close()  # Connection: close; aiohttp drops the rest of the body
-        return response
-    try:
-        body = wire.loads(raw)
-    except ValueError as exc:
-        return _bad_request(request, f"the body is not valid JSON: {exc}")
-    if not isinstance(body, dict):
-        return _bad_request(request, "the body must be a JSON object")
+    body = await read_json_object(request, openai_error)
+    if isinstance(body, web.Response):
+        return body
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _bad_request(request, "'messages' must be a non-empty array", "messages")
@@ -157,30 +145,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         stream = False
     if not isinstance(stream, bool):
         return _bad_request(request, "'stream' must be a boolean", "stream")
-    requested: ModelRef | None = None
-    if name is not None and not is_chain_name(name):
-        try:
-            requested = resolve_model(name, settings.aliases)
-        except RefError:
-            return json_error(
-                404,
-                f"The model {name[:200]!r} does not exist: use 'coderclaw', an alias, or a ref "
-                "like huggingface/<org>/<model>[:fastest|:cheapest|:<provider>] "
-                "(GET /v1/models lists them)",
-                "invalid_request_error",
-                "model_not_found",
-                "model",
-                headers={"x-request-id": request[REQUEST_ID]},
-            )
+    requested = resolve_requested(request, settings, name, openai_error)
+    if isinstance(requested, web.Response):
+        return requested
     if settings.hf_token is None:
-        return json_error(
-            503,
-            "no Hugging Face token is configured: run `coderclaw onboard` or set HF_TOKEN in "
-            f"{settings.paths.env_file}, then restart the gateway",
-            "server_error",
-            "no_upstream_token",
-            headers={"x-request-id": request[REQUEST_ID]},
-        )
+        return no_token(request, settings, openai_error)
     chat = ChatRequest(
         client=request,
         request_id=request[REQUEST_ID],

@@ -25,15 +25,15 @@ from gateway import wire
 from gateway.app_state import CLOCK, REQUEST_ID, RESPONSES, SETTINGS
 from gateway.dialects import responses as dialect
 from gateway.dialects import sse
-from gateway.dialects.chat import json_error
+from gateway.dialects.chat import json_error, openai_error
+from gateway.dialects.common import no_token, page_limit, read_json_object, resolve_requested
 from gateway.dialects.handler import chain_for, run_engine
 from gateway.engine import ChainFailure, ChatRequest, StreamError
-from gateway.errors import DialectError, RefError
+from gateway.errors import DialectError
 from gateway.ledger.responses import ResponseStore
 from gateway.ledger.schema import DatabaseUnavailable
 from gateway.observe import get_logger
-from gateway.refs import ModelRef, is_chain_name, resolve_model
-from gateway.request_body import read_body
+from gateway.refs import ModelRef
 
 log = get_logger("gateway.responses")
 
@@ -181,34 +181,11 @@ def _unavailable(request: web.Request, exc: DatabaseUnavailable) -> web.Response
 # ----------------------------------------------------------------------------- handlers
 
 
-async def _read_json(request: web.Request) -> Any:
-    """The body as JSON, or the error response to send instead."""
-    timeouts = request.app[SETTINGS].current.config.gateway.timeouts
-    try:
-        raw = await read_body(request, idle_s=timeouts.idle_seconds, total_s=timeouts.total_seconds)
-    except TimeoutError:
-        response = _error(
-            request,
-            408,
-            "the request body did not arrive in time (gateway.timeouts.idleSeconds between "
-            "bytes, totalSeconds in all); send it again",
-            code="request_timeout",
-        )
-        response.force_close()  # Connection: close; aiohttp drops the rest of the body
-        return response
-    try:
-        return wire.loads(raw)
-    except ValueError as exc:
-        return _error(request, 400, f"the body is not valid JSON: {exc}", code="invalid_request")
-
-
 async def create_response(request: web.Request) -> web.StreamResponse:
     """``POST /v1/responses``: translate, run through the chain, render (and store)."""
-    body = await _read_json(request)
-    if isinstance(body, web.StreamResponse):
+    body = await read_json_object(request, openai_error)
+    if isinstance(body, web.Response):
         return body
-    if not isinstance(body, dict):
-        return _error(request, 400, "the body must be a JSON object", code="invalid_request")
     store = request.app[RESPONSES]
     history = None
     previous = body.get("previous_response_id")
@@ -227,29 +204,11 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         )
     settings = request.app[SETTINGS].current
     name = translated.model
-    requested: ModelRef | None = None
-    if name is not None and not is_chain_name(name):
-        try:
-            requested = resolve_model(name, settings.aliases)
-        except RefError:
-            return _error(
-                request,
-                404,
-                f"The model {name[:200]!r} does not exist: use 'coderclaw', an alias, or a ref "
-                "like huggingface/<org>/<model>[:fastest|:cheapest|:<provider>] "
-                "(GET /v1/models lists them)",
-                code="model_not_found",
-                param="model",
-            )
+    requested = resolve_requested(request, settings, name, openai_error)
+    if isinstance(requested, web.Response):
+        return requested
     if settings.hf_token is None:
-        return _error(
-            request,
-            503,
-            "no Hugging Face token is configured: run `coderclaw onboard` or set HF_TOKEN in "
-            f"{settings.paths.env_file}, then restart the gateway",
-            "server_error",
-            "no_upstream_token",
-        )
+        return no_token(request, settings, openai_error)
     if translated.dropped_tools:
         log.info(
             "responses_tools_dropped",
@@ -293,11 +252,8 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
     response_id = request.match_info["response_id"]
     query = request.query
     raw_limit = query.get("limit", "20")
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 100:
+    limit = page_limit(raw_limit, 100)
+    if limit is None:
         return _error(
             request,
             400,

@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway import wire
 from gateway.app_state import REFRESHER, REQUEST_ID, SETTINGS
 from gateway.dialects import sse
+from gateway.dialects.common import no_token, page_limit, read_json_object, resolve_requested
 from gateway.dialects.handler import chain_for, run_engine
 from gateway.dialects.messages.errors import error_for_failure, error_response
 from gateway.dialects.messages.models import models_page
@@ -34,8 +35,7 @@ from gateway.dialects.messages.tokens import estimate_tokens
 from gateway.engine import ChainFailure, ChatRequest, ClientGone, StreamError
 from gateway.errors import DialectError, RefError
 from gateway.observe import get_logger
-from gateway.refs import ModelRef, is_chain_name, parse_ref, resolve_model
-from gateway.request_body import read_body
+from gateway.refs import ModelRef, parse_ref
 from gateway.settings import Settings
 
 log = get_logger("gateway.messages")
@@ -45,6 +45,11 @@ log = get_logger("gateway.messages")
 PING_SECONDS = 15.0
 ANTHROPIC_VERSION = "anthropic-version"
 DROPPED_TOOLS_HEADER = "x-coderclaw-dropped-tools"
+# What a Messages client may name in ``model`` (Claude Code's claude-* names by the map).
+_MODEL_NAMES = (
+    "'coderclaw', an alias, a ref like huggingface/<org>/<model>, or a name "
+    "gateway.anthropic.modelMap maps"
+)
 
 
 def error_json(
@@ -202,58 +207,35 @@ def _known(settings: Settings) -> Any:
     return is_known
 
 
-def _not_found(name: str, headers: Mapping[str, str]) -> web.Response:
-    return error_json(
-        404,
-        f"The model {name[:200]!r} does not exist: use 'coderclaw', an alias, a ref like "
-        "huggingface/<org>/<model>, or a name gateway.anthropic.modelMap maps "
-        "(GET /v1/models lists them)",
-        headers=headers,
-    )
-
-
-async def _read_json(request: web.Request, settings: Settings) -> Any:
-    """The JSON body, or the Anthropic error response to send instead."""
-    timeouts = settings.config.gateway.timeouts
-    headers = {"x-request-id": request[REQUEST_ID]}
-    try:
-        raw = await read_body(request, idle_s=timeouts.idle_seconds, total_s=timeouts.total_seconds)
-    except TimeoutError:
-        response = error_json(
-            408,
-            "the request body did not arrive in time (gateway.timeouts.idleSeconds between "
-            "bytes, totalSeconds in all); send it again",
-            headers=headers,
-        )
-        response.force_close()  # Connection: close; aiohttp drops the rest of the body
-        return response
-    try:
-        body = wire.loads(raw)
-    except ValueError as exc:
-        return error_json(400, f"the body is not valid JSON: {exc}", headers=headers)
-    if not isinstance(body, dict):
-        return error_json(400, "the body must be a JSON object", headers=headers)
-    return body
+def _error(
+    request: web.Request, status: int, message: str, code: str, param: str | None = None
+) -> web.Response:
+    """The Anthropic-shaped error of a request (``common.ErrorRenderer``): the type is
+    Anthropic's for ``status``; OpenAI's ``code`` and ``param`` are not part of the shape."""
+    return error_json(status, message, headers={"x-request-id": request[REQUEST_ID]})
 
 
 def _translate(
     request: web.Request, settings: Settings, body: dict[str, Any]
 ) -> tuple[MessagesRequest, ModelRef | None] | web.Response:
     """The translated request and the model asked for (None: the chain), or an error."""
-    headers = {"x-request-id": request[REQUEST_ID]}
     try:
         translated = chat_request(
             body, settings.config.gateway.anthropic.model_map, _known(settings)
         )
     except DialectError as exc:
-        return error_json(400, str(exc), headers=headers)
-    name = translated.model
-    if is_chain_name(name):
-        return translated, None
-    try:
-        return translated, resolve_model(name, settings.aliases)
-    except RefError:
-        return _not_found(translated.requested_model, headers)
+        return _error(request, 400, str(exc), "invalid_request")
+    requested = resolve_requested(
+        request,
+        settings,
+        translated.model,
+        _error,
+        shown=translated.requested_model,
+        names=_MODEL_NAMES,
+    )
+    if isinstance(requested, web.Response):
+        return requested
+    return translated, requested
 
 
 def _clamped(body: dict[str, Any], chain: Sequence[ModelRef], app: web.Application) -> Any:
@@ -272,7 +254,7 @@ def _clamped(body: dict[str, Any], chain: Sequence[ModelRef], app: web.Applicati
 async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``: one upstream chat request through the chain."""
     settings = request.app[SETTINGS].current
-    body = await _read_json(request, settings)
+    body = await read_json_object(request, _error)
     if isinstance(body, web.Response):
         return body
     translated = _translate(request, settings, body)
@@ -281,13 +263,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     wanted, requested = translated
     request_id = request[REQUEST_ID]
     if settings.hf_token is None:
-        return error_json(
-            503,
-            "no Hugging Face token is configured: run `coderclaw onboard` or set HF_TOKEN in "
-            f"{settings.paths.env_file}, then restart the gateway",
-            "api_error",
-            headers={"x-request-id": request_id},
-        )
+        return no_token(request, settings, _error)
     if wanted.dropped_tools:
         log.info("tools_dropped", request_id=request_id, tools=list(wanted.dropped_tools))
     chain = chain_for(settings, requested)
@@ -315,7 +291,7 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     The body is checked as ``/v1/messages`` checks it (``max_tokens`` may be absent here).
     """
     settings = request.app[SETTINGS].current
-    body = await _read_json(request, settings)
+    body = await read_json_object(request, _error)
     if isinstance(body, web.Response):
         return body
     checked = {**body, "stream": False}
@@ -345,11 +321,8 @@ def models_list(request: web.Request, objects: Sequence[Mapping[str, Any]]) -> w
     """One page of the list (``limit`` 1 to 1000, default 20; ``after_id``; ``before_id``)."""
     query = request.query
     raw_limit = query.get("limit", "20")
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 1000:
+    limit = page_limit(raw_limit, 1000)
+    if limit is None:
         return error_json(
             400,
             f"`limit` must be an integer from 1 to 1000, not {raw_limit[:20]!r}",
