@@ -8,34 +8,27 @@ the last shared spend known plus this replica's spend since).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Protocol
 
+from gateway.clock import Clock, SystemClock
 from gateway.shared.keys import Status
 
+__all__ = [
+    "Admission",
+    "Clock",
+    "Listener",
+    "LocalState",
+    "SharedState",
+    "Source",
+    "SystemClock",
+    "UsageDelta",
+    "UsageRow",
+]
+
 Source = Literal["redis", "estimate", "local"]
-
-
-class Clock(Protocol):
-    """Where the layer reads time (the engine's clock has this shape): ``time`` for the
-    wall-clock ends of openings shared between machines, ``monotonic`` for durations."""
-
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-
-class SystemClock:
-    __slots__ = ()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
 
 
 class Listener(Protocol):
