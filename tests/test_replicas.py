@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from tests.conftest import clean_env
 from tests.daemon_harness import GatewayProcess, free_port, gateway_argv, run_process
 from tests.fake_router import FakeRouter, Reply, make_model_entry
-from tests.gateway_harness import TOKEN, write_config
+from tests.gateway_harness import TOKEN, run_gateway, write_config
 from tests.redis_harness import DelayProxy, RedisServer, redis_server
 
 __all__ = ["redis_server"]  # the fixture, used by name
@@ -378,3 +378,66 @@ async def test_every_key_the_replicas_write_carries_a_ttl(
 def _kinds(keys: Sequence[str] | dict[str, int]) -> set[str]:
     """The kinds of keys present: the word after the prefix."""
     return {name[len(PREFIX) :].split(":", 1)[0] for name in keys}
+
+
+# -- what a replica says about its shared state, and its password --------------------------------
+
+
+async def metric_line(http: aiohttp.ClientSession, base: str, state: str) -> str:
+    async with http.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    return next(
+        line
+        for line in text.splitlines()
+        if line.startswith(f'coderclaw_shared_state{{state="{state}"}}')
+    )
+
+
+async def test_a_gateway_without_state_redis_says_its_state_is_local(
+    isolated_home: Path, router: FakeRouter
+) -> None:
+    """No ``state`` in the config: nothing shared; ``/status.json`` says ``local`` (replica
+    ``local``) and the ``/metrics`` gauge has ``local`` at 1."""
+    async with run_gateway(isolated_home, router) as (v1, _view), aiohttp.ClientSession() as http:
+        base = v1.removesuffix("/v1")
+        async with http.get(f"{base}/status.json") as resp:
+            doc = await resp.json()
+        assert (doc["shared_state"], doc["replica"]) == ("local", "local")
+        assert (await metric_line(http, base, "local")).endswith(" 1.0")
+        assert (await metric_line(http, base, "redis")).endswith(" 0.0")
+
+
+async def test_the_redis_password_from_an_env_variable_is_used_and_never_logged(
+    tmp_path: Path, router: FakeRouter
+) -> None:
+    """A Redis with a password, the URL ``redis://:${REDIS_PASSWORD}@…``: the replica joins
+    (``/metrics`` gauge ``redis`` at 1); Redis killed, it logs one degradation line with the URL
+    as ``redis://:***@…`` and the gauge says ``degraded``; the password is in no log line."""
+    password = "pw-for-the-replica-test-0123456789"
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory, password=password)
+    server.start()
+    try:
+        home = replica_home(
+            tmp_path, "a", router, f"redis://:${{REDIS_PASSWORD}}@127.0.0.1:{server.port}/0"
+        )
+        port = free_port()
+        env = clean_env(home, HF_TOKEN=TOKEN, REDIS_PASSWORD=password)
+        async with (
+            run_process(gateway_argv(port), env, port=port) as gw,
+            aiohttp.ClientSession() as http,
+        ):
+            await gw.wait_healthy()
+            started = await gw.wait_event("shared_state_started", timeout=8)
+            assert started["state"] == "redis", gw.log_text()
+            assert (await metric_line(http, gw.base, "redis")).endswith(" 1.0")
+            server.kill()
+            degraded = await gw.wait_event("shared_state_degraded", timeout=5)
+            assert degraded["redis"] == f"redis://:***@127.0.0.1:{server.port}/0"
+            assert (await metric_line(http, gw.base, "degraded")).endswith(" 1.0")
+            code, _, _ = await post(http, gw)
+            assert code == 200
+            assert password not in gw.log_text()
+    finally:
+        server.kill()
