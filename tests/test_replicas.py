@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from tests.cli_helpers import run_cli
 from tests.conftest import clean_env
 from tests.daemon_harness import GatewayProcess, free_port, gateway_argv, run_process
 from tests.fake_router import FakeRouter, Reply, make_model_entry
@@ -231,6 +232,15 @@ async def test_a_daily_budget_is_shared_by_two_replicas_under_ten_concurrent_cli
             assert code == 429 and body["error"]["code"] == "budget_exceeded"
         spend = await redis_keys(redis_server.url)
         assert any(k.startswith(f"{PREFIX}spend:daily:") for k in spend), spend
+        await asyncio.sleep(0.2)  # the last spend written
+    # `coderclaw usage --shared` on either replica: both replicas' requests, $1 each.
+    for name in ("a", "b"):
+        run = await run_cli(
+            "usage", "--shared", "--json", env=clean_env(tmp_path / name, HF_TOKEN=TOKEN)
+        )
+        assert run.code == 0, run.err
+        total = json.loads(run.out)["total"]
+        assert (total["requests"], total["cost_usd"]) == (served, float(served)), total
 
 
 # -- Redis down, Redis slow ----------------------------------------------------------------------
