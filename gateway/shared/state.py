@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
 from gateway.clock import Clock, SystemClock
 from gateway.shared.keys import Status
@@ -19,6 +19,7 @@ from gateway.shared.keys import Status
 __all__ = [
     "Admission",
     "Clock",
+    "Lifecycle",
     "Listener",
     "LocalState",
     "SharedState",
@@ -124,7 +125,26 @@ class SharedState(Protocol):
     async def usage_totals(self, days: Sequence[str]) -> list[UsageRow] | None: ...
 
 
-class LocalState:
+class Lifecycle:
+    """``start`` and ``close`` (no-ops here), and ``async with`` for the pair."""
+
+    async def start(self, listener: Listener | None = None) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class LocalState(Lifecycle):
     """One replica alone: nothing is shared, every answer is the local modules' own (the local
     breaker, hedging statistics and ledger budget stay in charge)."""
 
@@ -133,21 +153,6 @@ class LocalState:
 
     def status(self) -> Status:
         return "local"
-
-    async def start(self, listener: Listener | None = None) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> LocalState:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def publish_open(
         self,
