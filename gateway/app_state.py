@@ -3,8 +3,9 @@
 ``make_app`` sets the plain values (settings, metrics, breaker, traffic, clock); the
 resources that must be closed (the upstream client and its session, the catalog refresher,
 the chain engine and its pending log lines; the state dir's database, the ledger and the
-Responses store) are created and closed in ``server._storage`` and ``server._resources``,
-``cleanup_ctx``s. Handlers read them with ``request.app[KEY]``.
+Responses store; the shared state of several replicas) are created and closed in
+``server._storage``, ``server._resources`` and ``server._shared``, ``cleanup_ctx``s.
+Handlers read them with ``request.app[KEY]``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.ledger.responses import ResponseStore
 from gateway.ledger.usage import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.shared.link import SharedLink
 from gateway.upstream import Upstream
 
 
@@ -65,6 +67,7 @@ ENGINE = web.AppKey("engine", ChainEngine)
 DATABASE = web.AppKey("database", Database)  # the state dir's SQLite file
 LEDGER = web.AppKey("ledger", LedgerWriter)  # one usage row per request; the spend so far
 RESPONSES = web.AppKey("responses", ResponseStore)  # the Responses API store
+SHARED = web.AppKey("shared", SharedLink)  # the state shared with other replicas (SPEC §13)
 REQUEST_ID = web.RequestKey("request_id", str)
 # The CORS headers the origin guard allows for this request (empty for most).
 CORS_HEADERS = web.RequestKey("cors_headers", Mapping[str, str])

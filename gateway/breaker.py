@@ -13,6 +13,10 @@ wall-clock seconds, used only to persist the state across a restart).
   doubled) or ``release_probe`` (inconclusive, e.g. the request was cancelled: the next request
   may probe again).
 
+A ``listener`` (``BreakerListener``) hears of each opening (or extension) and each closing
+made here, e.g. to tell the other replicas (SPEC §13); what ``restore`` loads and a
+``succeed(announce=False)`` are not told.
+
 A failure of a request that set out before the current opening began (``started`` < the
 opening's start) met the same outage as the one that opened it: it never doubles the open time,
 though a longer Retry-After still extends it.
@@ -26,7 +30,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from gateway.errors import RefError
 from gateway.refs import ModelRef, parse_ref
@@ -61,6 +65,16 @@ class ProbeTicket:
 
     ref: ModelRef
     token: int
+
+
+class BreakerListener(Protocol):
+    """Told of this breaker's transitions, synchronously: must not block or raise."""
+
+    def opened(self, ref: ModelRef, until: float, since: float, openings: int, reason: str) -> None:
+        """``ref`` opened (or its open time was extended) until ``until`` (monotonic)."""
+
+    def closed(self, ref: ModelRef) -> None:
+        """``ref`` answered: it is closed again."""
 
 
 class Description(NamedTuple):
@@ -138,6 +152,7 @@ class Breaker:
         self.max_entries = max_entries
         self.probe_timeout = probe_timeout
         self._configured: frozenset[ModelRef] = frozenset(configured)
+        self.listener: BreakerListener | None = None
 
     def configure(
         self,
@@ -172,23 +187,33 @@ class Breaker:
         the current opening began only extends it by a longer ``retry_after``."""
         entry = self._state.get(ref)
         if entry is not None and started is not None and started < entry.since:
+            until = entry.until
             if retry_after:
                 entry.until = max(entry.until, now + retry_after)
             if reason:
                 entry.reason = reason
+            if entry.until > until:
+                self._tell_opened(ref, entry)
             return entry.until
         openings = entry.openings + 1 if entry is not None else 1
         seconds = open_seconds(
             openings, retry_after, base_seconds=self.base_seconds, max_seconds=self.max_seconds
         )
-        self._state[ref] = _Entry(now + seconds, now, openings, reason or "failed")
+        entry = self._state[ref] = _Entry(now + seconds, now, openings, reason or "failed")
         self._state.move_to_end(ref)
         self._evict()
+        self._tell_opened(ref, entry)
         return now + seconds
 
-    def succeed(self, ref: ModelRef) -> None:
-        """``ref`` answered: closed, the doubling reset, any probe ended."""
-        self._state.pop(ref, None)
+    def succeed(self, ref: ModelRef, *, announce: bool = True) -> None:
+        """``ref`` answered: closed, the doubling reset, any probe ended. ``announce`` False
+        keeps it from the listener (the news came from elsewhere)."""
+        if self._state.pop(ref, None) is not None and announce and self.listener is not None:
+            self.listener.closed(ref)
+
+    def _tell_opened(self, ref: ModelRef, entry: _Entry) -> None:
+        if self.listener is not None:
+            self.listener.opened(ref, entry.until, entry.since, entry.openings, entry.reason)
 
     # -- probes ------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from gateway.errors import ConfigError, RefError
 from gateway.guard import normalize_host_name, normalize_origin, split_host
 from gateway.ledger.config import BudgetConfig, ResponsesConfig, UsageConfig
 from gateway.refs import ModelRef, is_chain_name, parse_ref
+from gateway.shared.section import StateSection
 
 
 class _Section(BaseModel):
@@ -236,6 +237,7 @@ class Config(_Section):
     gateway: GatewaySection = GatewaySection()
     env: EnvSection = EnvSection()
     logging: Logging = Logging()
+    state: StateSection = StateSection()  # several replicas through Redis (SPEC §13)
 
     @property
     def hf(self) -> HuggingFace:

@@ -17,6 +17,8 @@ from gateway.config import DEFAULT_PRIMARY
 from gateway.errors import ConfigError, RefError
 from gateway.refs import ModelRef, is_chain_name, parse_ref
 from gateway.secret import mask
+from gateway.settings import redis_password
+from gateway.shared.keys import masked_url
 
 Key = str | int
 PATH_HINT = (
@@ -26,6 +28,8 @@ PATH_HINT = (
 SECRET_PATHS = frozenset(
     {("models", "providers", "huggingface", "apiKey"), ("gateway", "auth", "token")}
 )
+# The URL of ``state.redis`` may carry a password: masked (or refused) is the password only.
+REDIS_URL_PATH = ("state", "redis", "url")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _INDEX = re.compile(r"\[\s*(?:(\d+)|\"((?:[^\"\\]|\\.)*)\"|'([^']*)')\s*\]")
 
@@ -151,8 +155,10 @@ def parse_value(text: str) -> Any:
 #   (any case), is a secret unless it is only ``${VAR}`` references;
 # - anywhere, a string holding a Hugging Face token (``hf_…``, ``api_org_…``, 16+ characters
 #   after the prefix) holds a secret, whatever its key.
+# - the password in ``state.redis.url`` (``redis://:PASSWORD@host``), unless it is a ``${VAR}``.
 # Masking keeps a token's first and last four characters; a whole value is masked at a secret
-# path, only the token inside a string elsewhere (a URL stays readable).
+# path, only the token inside a string elsewhere (a URL stays readable; the Redis URL's
+# password is shown as ``***``).
 
 _SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 _HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?:hf|api_org)_[A-Za-z0-9]{16,}")
@@ -184,6 +190,11 @@ def _is_reference(value: Any) -> bool:
     return isinstance(value, str) and _VAR_REFS.fullmatch(value) is not None
 
 
+def _literal_redis_password(parts: tuple[Key, ...], value: str) -> bool:
+    """Whether ``value`` at ``parts`` is a Redis URL holding a password written out."""
+    return tuple(parts) == REDIS_URL_PATH and not _is_reference(redis_password(value))
+
+
 def mask_secrets(value: Any, parts: tuple[Key, ...] = ()) -> Any:
     """A copy of ``value`` (found at ``parts``) with every secret of the rule above masked."""
     return _mask(value, tuple(parts), is_secret_path(parts))
@@ -199,6 +210,8 @@ def _mask(value: Any, parts: tuple[Key, ...], secret: bool) -> Any:
         return [_mask(v, (*parts, i), secret) for i, v in enumerate(value)]
     if secret and not _is_reference(value) and not isinstance(value, bool):
         return mask(str(value))
+    if isinstance(value, str) and _literal_redis_password(parts, value):
+        return masked_url(value)
     if isinstance(value, str):
         return _HF_TOKEN.sub(lambda m: mask(m.group(0)), value)
     return value
@@ -219,6 +232,8 @@ def find_secret(value: Any, parts: tuple[Key, ...] = ()) -> tuple[Key, ...] | No
                 return found
         return None
     if is_secret_path(parts) and not _is_reference(value):
+        return parts
+    if isinstance(value, str) and _literal_redis_password(parts, value):
         return parts
     if isinstance(value, str) and holds_token(value):
         return parts

@@ -120,6 +120,15 @@ class Metrics:
         self._providers: set[str] = set()
         self._spend_children: dict[tuple[str, str], Counter] = {}
 
+        # -- several replicas (SPEC §13) ------------------------------------------------------
+        self.shared_state = _gauge(
+            r,
+            "coderclaw_shared_state",
+            "The shared state (1 for the one in force): redis, degraded (Redis is configured "
+            "and not answering: local state) or local (no Redis configured)",
+            "state",
+        )
+
         self.asyncio_tasks = _gauge(
             r, "coderclaw_asyncio_tasks", "asyncio tasks alive in the gateway's loop"
         )
@@ -136,6 +145,10 @@ class Metrics:
         active, idle = upstream_connection_counts(connector)
         self.upstream_connections.labels("active").set(active)
         self.upstream_connections.labels("idle").set(idle)
+
+    def observe_shared_state(self, status: str) -> None:
+        for state in ("redis", "degraded", "local"):
+            self.shared_state.labels(state).set(1 if state == status else 0)
 
     def observe_breaker(
         self, breaker: Breaker, configured: tuple[ModelRef, ...], now: float

@@ -28,6 +28,7 @@ from gateway.app_state import (
     REQUEST_ID,
     RESPONSES,
     SETTINGS,
+    SHARED,
     STARTED,
     TRAFFIC,
     UPSTREAM,
@@ -57,6 +58,8 @@ from gateway.refs import ModelRef, parse_ref
 from gateway.routing import KnownRefs
 from gateway.secret import Secret
 from gateway.settings import Settings
+from gateway.shared import BreakerMirror, open_state
+from gateway.shared.link import SharedLink
 from gateway.status import ChainState, breaker_state, build_status, last_failure
 from gateway.upstream import Upstream, new_session
 
@@ -377,6 +380,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     m = app[METRICS]
     m.observe_breaker(app[BREAKER], app[SETTINGS].current.configured_refs, app[CLOCK].monotonic())
     m.observe_process(app[UPSTREAM].session.connector)
+    m.observe_shared_state(app[SHARED].state.status())
     refresher = app[REFRESHER]
     m.catalog_models.set(len(refresher.catalog))
     age = refresher.age_seconds()
@@ -427,6 +431,8 @@ def status_document(app: web.Application, listen: str) -> dict[str, Any]:
         recent=recent,
         spent=ledger.spent(now) if ledger is not None else (0.0, 0.0),
         budgets=budgets_of(settings),
+        shared_state=app[SHARED].state.status(),
+        replica=app[SHARED].state.replica,
     )
 
 
@@ -465,6 +471,43 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     finally:
         await ledger.drain()
         await db.stop()
+
+
+async def _shared(app: web.Application) -> AsyncIterator[None]:
+    """The state shared with the other replicas (SPEC §13; local alone without
+    ``state.redis``): opened before the first request (within its connect timeout; a Redis that
+    does not answer leaves it degraded, never the gateway unstarted), fed by the breaker, the
+    engine's times to first chunk and the finished requests, closed after the last."""
+    live = app[SETTINGS]
+    settings = live.current
+    clock = app[CLOCK]
+    breaker, engine = app[BREAKER], app[ENGINE]
+    state = open_state(settings.config.state, clock=clock)
+    link = SharedLink(state, clock, local_zone(settings.config.gateway.budget.time_zone))
+    app[SHARED] = link
+    await state.start(listener=BreakerMirror(breaker, engine.hedge_stats, clock))
+    if link.shared:
+        state.track_refs([str(ref) for ref in settings.chain])
+        breaker.listener = link
+        engine.on_ttft = link.ttft
+        engine.log.on_finished = link.finished
+        live.on_change(lambda new: _reshare(link, new))
+        log.info("shared_state_started", replica=state.replica, state=state.status())
+    try:
+        yield
+    finally:
+        breaker.listener = None
+        engine.on_ttft = None
+        engine.log.on_finished = None
+        await link.close()
+        await state.close()
+
+
+def _reshare(link: SharedLink, settings: Settings) -> None:
+    """A reloaded config: its chain's shared statistics read, its budget zone used (a new
+    ``state.redis`` takes a restart)."""
+    link.state.track_refs([str(ref) for ref in settings.chain])
+    link.tz = local_zone(settings.config.gateway.budget.time_zone)
 
 
 def begin_drain(app: web.Application) -> None:
@@ -559,6 +602,7 @@ def make_app(
     app[STARTED] = clock.time()
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_resources(session))
+    app.cleanup_ctx.append(_shared)
     app.on_response_prepare.append(_send_cors_headers)
     app.router.add_post("/v1/chat/completions", chat_completions)
     responses_http.register(app)  # /v1/responses and the stored responses

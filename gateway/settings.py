@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from dotenv.parser import parse_stream
 
@@ -115,7 +116,23 @@ class Settings:
         return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s.reveal() for s in (self.hf_token, self.gateway_token) if s is not None)
+        """The values never to show: the tokens, and the Redis password of ``state.redis``."""
+        tokens = tuple(s.reveal() for s in (self.hf_token, self.gateway_token) if s is not None)
+        redis = self.config.state.redis
+        password = redis_password(redis.url) if redis is not None else ""
+        return (*tokens, password) if password else tokens
+
+
+def redis_password(url: str) -> str:
+    """The password in a Redis URL (``redis://:pw@host``, or a ``password=`` query value)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if parts.password:
+        return unquote(parts.password)
+    query = parse_qs(parts.query).get("password")
+    return query[0] if query else ""
 
 
 def expand_home(raw: str, home: Path) -> Path:

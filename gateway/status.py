@@ -84,13 +84,18 @@ def build_status(
     recent: Sequence[UsageRow],
     spent: tuple[float, float],
     budgets: Budgets,
+    shared_state: str = "local",
+    replica: str = "local",
 ) -> dict[str, Any]:
     """The ``/status.json`` document; ``now`` is the wall clock, ``recent`` oldest first (it
-    is shown newest first)."""
+    is shown newest first). ``shared_state`` is ``redis``, ``degraded`` or ``local`` (SPEC §13)
+    and ``replica`` this replica's name."""
     return {
         "version": version,
         "uptime_s": round(uptime_s, 1),
         "listen": listen,
+        "replica": replica,
+        "shared_state": shared_state,
         "chain": [
             {
                 "ref": str(c.ref),

@@ -406,3 +406,43 @@ def test_flap_the_primary_serves_again_within_one_open_period_of_recovery() -> N
     assert back == 68.0  # probes at 0, 8, 20, 36, 52 failed; the one at 68 closed it
     assert all(ref == A for t, ref in sim.served if t >= back)
     assert [t for t, ref in sim.served if ref == A and t < sim.recovers_at] == []
+
+
+# -- the listener (how the other replicas hear of this breaker's transitions) -------------------
+
+
+class Heard:
+    """A ``BreakerListener`` that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, ...]] = []
+
+    def opened(self, ref: ModelRef, until: float, since: float, openings: int, reason: str) -> None:
+        self.told.append(("opened", str(ref), f"{until:g}", f"{since:g}", str(openings), reason))
+
+    def closed(self, ref: ModelRef) -> None:
+        self.told.append(("closed", str(ref)))
+
+
+def test_the_listener_hears_openings_extensions_and_closings_made_here_only() -> None:
+    """An opening and a longer Retry-After on it are told (with the open end, start, count and
+    reason); a failure that changes nothing, a success of a closed model, a ``restore`` and a
+    ``succeed(announce=False)`` (news from another replica) are not; a closing is told once."""
+    breaker = Breaker(5, 15)
+    heard = Heard()
+    breaker.listener = heard
+    breaker.fail(A, 100.0, reason="503")
+    breaker.fail(A, 101.0, started=99.0)  # set out before the opening: nothing changes
+    breaker.fail(A, 102.0, 30, started=99.0, reason="429 Retry-After 30")  # extended
+    breaker.succeed(B)  # closed already
+    breaker.restore(
+        [{"ref": str(B), "openings": 1, "since": 0, "until": 50, "reason": "x"}], 10, 100
+    )
+    breaker.succeed(B, announce=False)
+    breaker.succeed(A)
+    breaker.succeed(A)
+    assert heard.told == [
+        ("opened", str(A), "105", "100", "1", "503"),
+        ("opened", str(A), "132", "100", "1", "429 Retry-After 30"),
+        ("closed", str(A)),
+    ]

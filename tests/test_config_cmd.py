@@ -216,6 +216,7 @@ BAD: list[tuple[list[str], int, str]] = [
     (["set", "a..b", "1"], 78, "bad config path"),
     (["set", "models.providers.huggingface.apiKey", GOOD_TOKEN], 78, "a secret is not written"),
     (["set", "gateway.auth.token", "s3cret-value"], 78, "a secret is not written"),
+    (["set", "state.redis.url", "redis://:s3cret-value@h:6379/0"], 78, "a secret is not written"),
     (["set", "newsection", "{}"], 78, "newsection: unknown key"),
     (["unset", "logging.format"], 1, "logging.format is not set"),
     (["set", "gateway.port"], 2, "Missing argument"),
@@ -295,6 +296,18 @@ def test_get_masks_a_literal_secret(state_dir: Path) -> None:
     assert result.exit_code == 0
     assert result.stdout.strip() == "hf_G…fXYZ"
     assert_secret_absent(GOOD_TOKEN, result.output)
+
+
+def test_get_shows_the_redis_url_with_its_literal_password_masked(state_dir: Path) -> None:
+    """``state.redis.url`` with a password written out: ``config get`` (of the key, of its
+    section, of the whole file) shows the URL with ``***`` for the password, never the password."""
+    url = "redis://:s3cret-value@redis.internal:6379/0"
+    (state_dir / "coderclaw.json").write_text(json.dumps({"state": {"redis": {"url": url}}}))
+    for args in (("state.redis.url",), ("state",), ()):
+        result = invoke("get", *args)
+        assert result.exit_code == 0, result.output
+        assert "s3cret-value" not in result.output
+        assert "redis://:***@redis.internal:6379/0" in result.stdout
 
 
 def test_get_of_an_unknown_key_fails(config: Path) -> None:
@@ -379,6 +392,22 @@ def test_holds_token(text: str, holds: bool) -> None:
         ),
         ([f"a {GOOD_TOKEN} b", 3, True], ("x",), ["a hf_G…fXYZ b", 3, True]),
         ({"port": 1, "bind": "loopback"}, ("gateway",), {"port": 1, "bind": "loopback"}),
+        (
+            "redis://:s3cret-value@redis:6379/0",
+            ("state", "redis", "url"),
+            "redis://:***@redis:6379/0",
+        ),
+        (
+            "redis://:${REDIS_PW}@redis:6379/0",
+            ("state", "redis", "url"),
+            "redis://:${REDIS_PW}@redis:6379/0",
+        ),
+        (
+            {"redis": {"url": "rediss://u:s3cret@h/0"}},
+            ("state",),
+            {"redis": {"url": "rediss://u:***@h/0"}},
+        ),
+        ("redis://redis:6379/0", ("state", "redis", "url"), "redis://redis:6379/0"),
     ],
 )
 def test_mask_secrets(value: Any, parts: tuple[Any, ...], masked: Any) -> None:

@@ -41,11 +41,11 @@ def by_kind(kind: str) -> dict[str, dict[str, Any]]:
 
 
 def check_replica_config(text: str) -> StateSection:
-    """The config validates as the gateway's ``Config`` plus the ``state`` section (which the
-    lead adds to ``Config``), after ``${VAR}`` substitution."""
+    """The config validates as the gateway's ``Config`` (its ``state`` section included),
+    after ``${VAR}`` substitution."""
     data = substitute_vars(parse_json5(text, "coderclaw.json"), ENV, "coderclaw.json")
-    state = StateSection.model_validate(data.pop("state"))
     config = validate_config(data, "coderclaw.json", text)
+    state = config.state
     assert config.gateway.bind == "lan"
     assert config.gateway.port == 18789
     assert state.redis is not None

@@ -7,13 +7,16 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from gateway.breaker import Breaker, State
+from gateway.cli.usage_cmd import SHARED_MAX_DAYS, shared_days, shared_groups
 from gateway.hedging import HedgeStats
+from gateway.ledger.usage import Total
 from gateway.refs import parse_ref
 from gateway.shared import BreakerMirror, LocalState, StateSection, UsageDelta, UsageRow
 from gateway.shared import keys as k
@@ -345,3 +348,74 @@ def test_a_gateway_without_state_redis_never_imports_redis() -> None:
         "assert type(shared).__name__ == 'RedisState', shared\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+# -- coderclaw usage --shared ------------------------------------------------------------------
+
+_SHARED_ROWS = [
+    UsageRow("2026-12-01", "m/a", "together", 3, 30, 6, 0.3),
+    UsageRow("2026-12-02", "m/a", "novita", 1, 10, 2, None),
+    UsageRow("2026-12-02", "m/b", "together", 5, 50, 10, 0.5),
+    UsageRow("2026-12-02", "m/c", None, 1, 1, 1, 0.01),
+]
+
+
+@pytest.mark.parametrize(
+    ("by", "expected"),
+    [
+        (
+            "model",
+            [
+                Total("m/b", 5, 50, 10, 0.5),
+                Total("m/a", 4, 40, 8, None),
+                Total("m/c", 1, 1, 1, 0.01),
+            ],
+        ),
+        (
+            "provider",
+            [
+                Total("together", 8, 80, 16, 0.8),
+                Total("-", 1, 1, 1, 0.01),
+                Total("novita", 1, 10, 2, None),
+            ],
+        ),
+        ("day", [Total("2026-12-01", 3, 30, 6, 0.3), Total("2026-12-02", 7, 61, 13, None)]),
+    ],
+)
+def test_shared_usage_rows_are_summed_like_the_ledgers_totals(
+    by: str, expected: list[Total]
+) -> None:
+    """Per model / provider (most requests first, ``-`` for none) / day (in order); a group
+    with any unpriced part has no cost, never a made-up one."""
+    got = shared_groups(_SHARED_ROWS, by)  # type: ignore[arg-type]
+    assert [g.key for g in got] == [e.key for e in expected]
+    for g, e in zip(got, expected, strict=True):
+        assert (g.requests, g.input_tokens, g.output_tokens) == (
+            e.requests,
+            e.input_tokens,
+            e.output_tokens,
+        )
+        if e.cost_usd is None:
+            assert g.cost_usd is None
+        else:
+            assert g.cost_usd == pytest.approx(e.cost_usd)
+
+
+@pytest.mark.parametrize(
+    ("start", "now", "days"),
+    [
+        ("2026-12-01T10:00", "2026-12-01T12:00", ["2026-12-01"]),
+        ("2026-11-30T23:00", "2026-12-02T01:00", ["2026-11-30", "2026-12-01", "2026-12-02"]),
+        ("2025-01-01T00:00", "2026-12-02T01:00", None),  # longer than the counters live
+    ],
+)
+def test_shared_days_are_the_local_days_asked_at_most_the_counters_lifetime(
+    start: str, now: str, days: list[str] | None
+) -> None:
+    """The local days from ``--since`` to now; never more than the 62 the counters live."""
+    ts = [datetime.fromisoformat(t).replace(tzinfo=UTC).timestamp() for t in (start, now)]
+    got = shared_days(ts[0], ts[1], UTC)
+    if days is None:
+        assert len(got) == SHARED_MAX_DAYS and got[-1] == "2026-12-02"
+    else:
+        assert got == days

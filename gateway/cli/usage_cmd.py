@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
-from datetime import datetime, tzinfo
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, tzinfo
 from typing import TypeVar
 
 import click
 
 from gateway.cli.common import echo_json, format_table
 from gateway.errors import GatewayError
-from gateway.ledger.period import local_zone, parse_since
+from gateway.ledger.period import local_date, local_zone, parse_since
 from gateway.ledger.schema import DatabaseUnavailable, db_path, open_migrated
-from gateway.ledger.usage import CSV_COLUMNS, GroupBy, Total, export_csv, total_of, totals
+from gateway.ledger.usage import (
+    CSV_COLUMNS,
+    NONE_KEY,
+    GroupBy,
+    Total,
+    export_csv,
+    total_of,
+    totals,
+)
 from gateway.settings import current_environ, current_paths, load_settings
+from gateway.shared import UsageRow as SharedRow
+from gateway.shared import masked_url
+
+# The shared usage counters live 62 days (gateway.shared.keys); a longer --shared asks no more.
+SHARED_MAX_DAYS = 62
+SHARED_TIMEOUT_S = 2.0
 
 T = TypeVar("T")
 _SINCE_HELP = "Start of the period: 7d, 12h, 2w, today, month, or a date (2026-12-01)."
@@ -63,6 +78,61 @@ def _query(fn: Callable[[sqlite3.Connection], T], empty: T) -> T:
         conn.close()
 
 
+def shared_groups(rows: Iterable[SharedRow], by: GroupBy) -> list[Total]:
+    """The shared counters' rows (one per day, model and provider) summed like ``totals``:
+    models and providers most requests first, days in date order; a cost None when any part
+    had no price."""
+    sums: dict[str, Total] = {}
+    for row in rows:
+        key = {"model": row.model, "provider": row.provider, "day": row.day}[by] or NONE_KEY
+        old = sums.get(key, Total(key, 0, 0, 0, 0.0))
+        cost = None if old.cost_usd is None or row.cost_usd is None else old.cost_usd + row.cost_usd
+        sums[key] = Total(
+            key,
+            old.requests + row.requests,
+            old.input_tokens + row.input_tokens,
+            old.output_tokens + row.output_tokens,
+            cost,
+        )
+    groups = list(sums.values())
+    if by == "day":
+        return sorted(groups, key=lambda t: t.key)
+    return sorted(groups, key=lambda t: (-t.requests, t.key))
+
+
+def shared_days(start: float, now: float, tz: tzinfo) -> list[str]:
+    """The local days from ``start`` to ``now`` (at most the counters' lifetime, newest kept)."""
+    first, last = local_date(start, tz), local_date(now, tz)
+    count = min((last - first).days + 1, SHARED_MAX_DAYS)
+    return [(last - timedelta(days=n)).isoformat() for n in reversed(range(max(count, 1)))]
+
+
+def _shared_rows(days: list[str]) -> list[SharedRow]:
+    """Every replica's usage counters of ``days`` from ``state.redis``."""
+    from gateway.shared.redis_state import RedisState
+
+    redis = load_settings(current_environ()).config.state.redis
+    if redis is None:
+        raise click.UsageError("--shared reads state.redis, and the config has none")
+
+    async def read() -> list[SharedRow] | None:
+        async with RedisState(
+            redis.url,
+            redis.key_prefix,
+            timeout=max(redis.timeout_ms / 1000, SHARED_TIMEOUT_S),
+            replica="usage-cli",
+        ) as state:
+            return await state.usage_totals(days)
+
+    rows = asyncio.run(read())
+    if rows is None:
+        raise click.ClickException(
+            f"Redis at {masked_url(redis.url)} did not answer: run without --shared for this "
+            "replica's own ledger"
+        )
+    return rows
+
+
 def _cost(value: float | None) -> str:
     return "?" if value is None else f"{value:.4f}"
 
@@ -81,8 +151,13 @@ def _row(t: Total) -> list[str]:
     help="Group by the served model, the serving provider or the local day.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--shared",
+    is_flag=True,
+    help="Every replica's totals from state.redis (whole local days) instead of this ledger.",
+)
 @click.pass_context
-def usage(ctx: click.Context, since: str, by: GroupBy, as_json: bool) -> None:
+def usage(ctx: click.Context, since: str, by: GroupBy, as_json: bool, shared: bool) -> None:
     """Requests, tokens and cost from the gateway's ledger (default: today, by model)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -90,7 +165,12 @@ def usage(ctx: click.Context, since: str, by: GroupBy, as_json: bool) -> None:
     now = time.time()
     start = _since(since, now, tz)
     none: list[Total] = []
-    groups = _query(lambda conn: totals(conn, start, now, by, tz), none)
+    if shared:
+        days = shared_days(start, now, tz)
+        groups = shared_groups(_shared_rows(days), by)
+        start = datetime.fromisoformat(days[0]).replace(tzinfo=tz).timestamp()
+    else:
+        groups = _query(lambda conn: totals(conn, start, now, by, tz), none)
     total = total_of(groups)
     start_iso = datetime.fromtimestamp(start, tz).isoformat(timespec="seconds")
     if as_json:

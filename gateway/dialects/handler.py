@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app_state import CLOCK, ENGINE, LEDGER, METRICS, TRAFFIC
+from gateway.app_state import CLOCK, ENGINE, LEDGER, METRICS, SHARED, TRAFFIC
 from gateway.engine import ChainFailure, ChatRequest, FailureKind, RequestRecord, Sink
 from gateway.ledger.budget import Budgets, Refusal
 from gateway.refs import ModelRef
@@ -62,12 +62,17 @@ def budget_failure(refusal: Refusal, now: float) -> ChainFailure:
 async def run_engine(request: web.Request, chat: ChatRequest, sink: Sink) -> web.StreamResponse:
     """Run ``chat`` through the app's engine with ``sink`` rendering it, counted among the
     open streams meanwhile (the drain reports them). A spent budget refuses it first: nothing
-    goes upstream."""
+    goes upstream. The budget is this replica's ledger's spend and, with ``state.redis``, the
+    spend all replicas share (one bounded Redis round trip, SPEC §13)."""
     app = request.app
     ledger = app.get(LEDGER)
     if ledger is not None:
         now = app[CLOCK].time()
-        refusal = ledger.check_budget(budgets_of(chat.settings), now)
+        budgets = budgets_of(chat.settings)
+        refusal = ledger.check_budget(budgets, now)
+        shared = app.get(SHARED)
+        if refusal is None and shared is not None and budgets.any:
+            refusal = await shared.admit(budgets, now)
         if refusal is not None:
             return _refuse(request, chat, sink, budget_failure(refusal, now))
     if chat.stream:

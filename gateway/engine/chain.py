@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,14 @@ class ChainEngine:
         self.clock = clock or SystemClock()
         self.log = RequestLog(metrics)
         self.draining = False  # set at shutdown: streams cut then end with an honest error
+        # Told of each time to first chunk this engine observes (the shared state, SPEC §13).
+        self.on_ttft: Callable[[ModelRef, float], None] | None = None
+
+    def observe_ttft(self, ref: ModelRef, seconds: float) -> None:
+        """One time to first chunk of ``ref``: the hedging statistics, and ``on_ttft``."""
+        self.hedge_stats.observe(ref, seconds)
+        if self.on_ttft is not None:
+            self.on_ttft(ref, seconds)
 
     async def run(self, request: ChatRequest, sink: Sink) -> web.StreamResponse:
         record = RequestRecord(

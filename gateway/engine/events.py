@@ -33,13 +33,23 @@ Every message a sink receives has had the known secrets masked.
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from gateway.clock import Clock, SystemClock
 from gateway.refs import ModelRef
+
+__all__ = [
+    "ChainFailure",
+    "ClientGone",
+    "Clock",
+    "FailureKind",
+    "Sink",
+    "StreamError",
+    "SystemClock",
+]
 
 
 class ClientGone(Exception):
@@ -99,24 +109,3 @@ class Sink(Protocol):
     ) -> web.StreamResponse: ...
 
     def error(self, failure: ChainFailure, headers: dict[str, str]) -> web.StreamResponse: ...
-
-
-class Clock(Protocol):
-    """Where the engine reads time: ``monotonic`` for durations and cooldowns, ``time`` for
-    wall-clock stamps. Tests pass their own to set time instead of sleeping."""
-
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    __slots__ = ()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()

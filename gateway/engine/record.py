@@ -143,6 +143,9 @@ class RequestLog:
         self._catalog: Callable[[], Catalog] | None = None
         self._clock: Clock | None = None
         self.recent: deque[UsageRow] = deque(maxlen=RECENT)  # newest last
+        # Told of each finished request at once, before its batched log line (the spend shared
+        # between replicas must not wait for the batch, SPEC §13).
+        self.on_finished: Callable[[RequestRecord], None] | None = None
 
     def attach(
         self, ledger: LedgerWriter | None, catalog: Callable[[], Catalog], clock: Clock
@@ -168,6 +171,8 @@ class RequestLog:
     def add(self, record: RequestRecord) -> None:
         if self._clock is not None:
             record.ts = self._clock.time() - (self._clock.monotonic() - record.started)
+        if self.on_finished is not None:
+            self.on_finished(record)
         self._finished.append(record)
         if self._flush_at is None:
             loop = asyncio.get_running_loop()

@@ -87,7 +87,7 @@ class Race:
                     AttemptLog(other.ref, None, None, waited * 1e3, mark="hedged")
                 )
                 if _observed(attempt.request):  # a lower bound: keeps the slow tail in the p90
-                    attempt.engine.hedge_stats.observe(other.ref, waited)
+                    attempt.engine.observe_ttft(other.ref, waited)
         return True
 
 
@@ -118,7 +118,7 @@ class Attempt:
         if self.race is not None and not self.race.claim(self):
             raise asyncio.CancelledError
         if _observed(self.request):
-            self.engine.hedge_stats.observe(self.ref, now - self.started)
+            self.engine.observe_ttft(self.ref, now - self.started)
         record = self.record
         record.served = self.ref
         record.provider = provider

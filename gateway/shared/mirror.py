@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.breaker import Breaker
+from gateway.clock import Clock, SystemClock
 from gateway.errors import RefError
 from gateway.hedging import HedgeStats
 from gateway.refs import ModelRef, parse_ref
-from gateway.shared.state import Clock, SystemClock
 
 
 class BreakerMirror:
@@ -50,7 +50,7 @@ class BreakerMirror:
     def on_close(self, ref: str) -> None:
         model = _ref(ref)
         if model is not None:
-            self.breaker.succeed(model)
+            self.breaker.succeed(model, announce=False)
 
     def on_ttft(self, ref: str, samples: Sequence[float]) -> None:
         model = _ref(ref)

@@ -30,7 +30,6 @@ import secrets
 import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -42,6 +41,7 @@ from gateway.shared.spend import SpendBook, limit_nano, text, usage_fields, usag
 from gateway.shared.state import (
     Admission,
     Clock,
+    Lifecycle,
     Listener,
     Source,
     SystemClock,
@@ -73,7 +73,7 @@ def default_replica() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
-class RedisState:
+class RedisState(Lifecycle):
     """The shared state in Redis at ``url``, every key under ``key_prefix``."""
 
     def __init__(
@@ -155,15 +155,6 @@ class RedisState:
         await asyncio.gather(*tasks, *self._closers, return_exceptions=True)
         await self._close_clients(self._client, self._pubsub_client, self._pubsub)
         self._client = self._pubsub_client = self._pubsub = None
-
-    async def __aenter__(self) -> RedisState:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- breaker transitions -----------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """The config section of SPEC §13: ``state.redis``.
 
-Kept apart from ``gateway.config`` (the lead adds one line to ``Config``:
-``state: StateSection = StateSection()``); the base mirrors ``config._Section`` (strict,
-camelCase keys, unknown keys refused). The URL may carry a password through ``${VAR}``: the
-config layer substitutes it before this validation, and the layer logs the URL masked.
+Kept apart from ``gateway.config`` (``Config`` has it as ``state: StateSection``); the base
+mirrors ``config._Section`` (strict, camelCase keys, unknown keys refused). The URL may carry
+a password through ``${VAR}``: the config layer substitutes it before this validation, and
+the layer logs the URL masked.
 """
 
 from __future__ import annotations

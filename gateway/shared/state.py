@@ -8,34 +8,28 @@ the last shared spend known plus this replica's spend since).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
+from gateway.clock import Clock, SystemClock
 from gateway.shared.keys import Status
 
+__all__ = [
+    "Admission",
+    "Clock",
+    "Lifecycle",
+    "Listener",
+    "LocalState",
+    "SharedState",
+    "Source",
+    "SystemClock",
+    "UsageDelta",
+    "UsageRow",
+]
+
 Source = Literal["redis", "estimate", "local"]
-
-
-class Clock(Protocol):
-    """Where the layer reads time (the engine's clock has this shape): ``time`` for the
-    wall-clock ends of openings shared between machines, ``monotonic`` for durations."""
-
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-
-class SystemClock:
-    __slots__ = ()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
 
 
 class Listener(Protocol):
@@ -131,7 +125,26 @@ class SharedState(Protocol):
     async def usage_totals(self, days: Sequence[str]) -> list[UsageRow] | None: ...
 
 
-class LocalState:
+class Lifecycle:
+    """``start`` and ``close`` (no-ops here), and ``async with`` for the pair."""
+
+    async def start(self, listener: Listener | None = None) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class LocalState(Lifecycle):
     """One replica alone: nothing is shared, every answer is the local modules' own (the local
     breaker, hedging statistics and ledger budget stay in charge)."""
 
@@ -140,21 +153,6 @@ class LocalState:
 
     def status(self) -> Status:
         return "local"
-
-    async def start(self, listener: Listener | None = None) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> LocalState:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def publish_open(
         self,
