@@ -17,6 +17,14 @@ if [ ! -x "$venv/bin/coderclaw" ] || [ "$root/pyproject.toml" -nt "$venv/bin/cod
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root" >&2
 fi
 state=$(mktemp -d "${TMPDIR:-/tmp}/coderclaw-bench.XXXXXX")
+# BENCH_REDIS_URL (e.g. redis://127.0.0.1:6390/0): the shared state of several replicas, with a
+# daily budget that is never reached, so that every request is admitted by the shared budget
+# script and adds its spend (the most Redis work a request does; issue 15).
+shared=""
+if [ -n "${BENCH_REDIS_URL:-}" ]; then
+  shared="state: { redis: { url: \"${BENCH_REDIS_URL}\" } },"
+  budget="budget: { dailyUsd: 1000000 },"
+fi
 cat > "$state/coderclaw.json" <<JSON
 {
   agents: { defaults: { model: {
@@ -27,7 +35,8 @@ cat > "$state/coderclaw.json" <<JSON
     baseUrl: "${upstream%/}/v1",
     discovery: { enabled: false },
   } } },
-  gateway: { retries: 0, bind: "loopback", port: ${port} },
+  gateway: { retries: 0, bind: "loopback", port: ${port}, ${budget:-} },
+  ${shared}
   logging: { level: "${BENCH_LOG_LEVEL:-info}", format: "json" },
 }
 JSON
