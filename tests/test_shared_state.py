@@ -501,3 +501,26 @@ async def test_a_foreign_key_under_the_prefix_is_an_error_logged_once_not_an_out
             assert (admission.admitted, admission.source) == (True, "estimate")
     assert a.status() == "redis"
     assert [line["event"] for line in logs] == ["shared_state_error"]
+
+
+async def test_more_calls_at_once_than_the_client_pool_holds_neither_fail_nor_degrade(
+    pair: tuple[RedisState, RedisState],
+) -> None:
+    """500 admissions and 500 spends at once on one replica (redis-py's pool holds 100
+    connections): every call answers, from Redis, and the state stays ``redis``. Before the
+    replica bounded its calls in flight, the pool's MaxConnectionsError degraded it (and a call
+    on a connection closed by that degradation raised into the request: a 500)."""
+    a, _ = pair
+    a.timeout = 5.0  # the calls queue for a slot: time enough on a loaded machine
+    limits = {"daily": 1000.0, "monthly": None}
+    usage = UsageDelta(PRIMARY, "novita", 10, 20, 0.001)
+    with structlog.testing.capture_logs() as logs:
+        admissions, spends = await asyncio.gather(
+            asyncio.gather(*(a.try_spend(PERIODS, limits) for _ in range(500))),
+            asyncio.gather(*(a.add_spend(PERIODS, usage) for _ in range(500))),
+        )
+    assert all(x.source == "redis" and x.admitted for x in admissions)
+    assert all(s is not None for s in spends)
+    assert a.status() == "redis"
+    assert not [e for e in logs if e["event"] == "shared_state_degraded"], logs
+    assert a.round_trips["try_spend"] >= 500 and a.round_trips["add_spend"] >= 500

@@ -59,6 +59,7 @@ log = get_logger("gateway.shared")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 0.05
+MAX_IN_FLIGHT = 64  # Redis calls at once (redis-py's pool holds 100 connections)
 CONNECT_TIMEOUT_S = 1.0
 SYNC_S = 2.0
 MAX_TRACKED_REFS = 256
@@ -115,6 +116,11 @@ class RedisState(Lifecycle):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closers: set[asyncio.Task[None]] = set()
         self._logged_errors: set[str] = set()
+        # Calls in flight at once, below the client's pool (redis-py: 100 connections): under
+        # load, past that the pool raises MaxConnectionsError, which is not an outage. A call
+        # that cannot start within the timeout answers from local state (``busy``).
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.busy = 0
         # Redis round trips per call kind (for /metrics and the benchmark's per-request count).
         self.round_trips: dict[str, int] = {}
         self._down_since = 0.0
@@ -327,10 +333,20 @@ class RedisState(Lifecycle):
         client = self._client
         if client is None or self._status != "redis":
             raise _Down
-        self.round_trips[name] = self.round_trips.get(name, 0) + 1
+        acquired = False
         try:
+            # One deadline for the wait for a slot and the call itself.
             async with asyncio.timeout(self.timeout):
+                await self._slots.acquire()
+                acquired = True
+                self.round_trips[name] = self.round_trips.get(name, 0) + 1
                 return await op(client)
+        except TimeoutError as exc:
+            if acquired:
+                self._degrade(exc)
+            else:
+                self.busy += 1  # this replica is saturated, Redis is not down: no degradation
+            raise _Down from None
         except ResponseError as exc:
             # Redis answered, with an error (a key of another type under our prefix): not an
             # outage. Logged once per call kind.
@@ -338,9 +354,17 @@ class RedisState(Lifecycle):
                 self._logged_errors.add(name)
                 log.warning("shared_state_error", call=name, error=self._describe(exc))
             raise _Down from None
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError) as exc:
             self._degrade(exc)
             raise _Down from None
+        except Exception as exc:
+            # Anything else from the client (uvloop's RuntimeError on a transport closed by a
+            # degradation while this call was on it) is an outage too, never the request's.
+            self._degrade(exc)
+            raise _Down from None
+        finally:
+            if acquired:
+                self._slots.release()
 
     # -- degradation and recovery ------------------------------------------------------------
 
