@@ -540,11 +540,11 @@ class ChainEngine:
                         return await relay_stream(attempt, reply, first_deadline, total_deadline)
 
                     # Headers came: from now on the body may fall silent for idleSeconds at
-                    # most between pieces (and never past the time budget).
+                    # most between pieces (and never past the time budget); the timer moves
+                    # only when the read has to wait (a small body came with the headers).
                     def progress() -> None:
                         timer.reschedule(min(loop.time() + timeouts.idle_seconds, total_deadline))
 
-                    progress()
                     silent = "the answer's body stalled past the idle timeout"
                     raw = await reply.read(MAX_BODY_BYTES, progress=progress)
                     return self._finish_plain(attempt, reply, raw)

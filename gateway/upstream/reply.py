@@ -135,7 +135,8 @@ class UpstreamReply:
     async def read(self, limit: int, *, progress: Callable[[], None] | None = None) -> bytes:
         """The whole body; ``UpstreamTooLarge`` once it passes ``limit`` bytes (decoded).
 
-        ``progress`` is called after every piece that arrives (an idle timer's reset)."""
+        ``progress`` is called each time the read has to wait for more of the body (an idle
+        timer's start); a body that has already arrived is read without waiting, or a call."""
         length = self._resp.content_length
         if self._inflater is None and length is not None and length > limit:
             raise UpstreamTooLarge(
@@ -146,11 +147,15 @@ class UpstreamReply:
         content = self._resp.content
         with mapped_errors():
             while True:
-                data = await content.readany()
+                data = content.read_nowait()  # what has arrived so far
                 if not data:
-                    return b"".join(parts)
-                if progress is not None:
-                    progress()
+                    if content.at_eof():
+                        return b"".join(parts)
+                    if progress is not None:
+                        progress()
+                    data = await content.readany()
+                    if not data:
+                        return b"".join(parts)
                 while data:
                     if self._inflater is not None:
                         most = min(_INFLATE_SLICE, limit - size + 1)
