@@ -691,7 +691,23 @@ SPEC: dict[str, Any] = {
     },
 }
 
-_BODY = wire.dumps(SPEC)
+_GUARD_REFUSAL = _error_response(
+    "The front door refused the request before any route saw it: a Host this gateway does not "
+    "answer to (`host_not_allowed`, see gateway.allowedHosts) or a web page's Origin "
+    "(`origin_not_allowed`, see gateway.allowedOrigins)"
+)
+
+
+def _with_guard_refusals(spec: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may be answered 403 by the Host/Origin guard: documented on each one
+    that does not document a 403 of its own."""
+    for path in spec["paths"].values():
+        for operation in path.values():
+            operation["responses"].setdefault("403", _GUARD_REFUSAL)
+    return spec
+
+
+_BODY = wire.dumps(_with_guard_refusals(SPEC))
 
 
 async def openapi_handler(request: web.Request) -> web.Response:

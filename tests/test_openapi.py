@@ -130,3 +130,20 @@ def test_chat_errors_are_described_in_the_openai_error_shape(status: str) -> Non
     assert schema == {"$ref": "#/components/schemas/Error"}
     error = SPEC["components"]["schemas"]["Error"]["properties"]["error"]
     assert error["required"] == ["message", "type", "param", "code"]
+
+
+@pytest.mark.parametrize(("path", "method"), OPERATIONS)
+def test_every_operation_documents_the_guards_403_and_a_foreign_host_gets_it(
+    gw: ThreadedGateway, path: str, method: str
+) -> None:
+    """The Host/Origin guard answers before any route: each operation documents its 403 (a
+    random Host header from schemathesis found one that did not), and a foreign Host gets
+    it."""
+    assert "403" in SPEC["paths"][path][method]["responses"]
+    conn = gw.connection()
+    url = path.replace("{response_id}", "resp_x")
+    conn.request(method.upper(), url, headers={"Host": "evil.example"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 403
