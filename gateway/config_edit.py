@@ -17,8 +17,7 @@ from gateway.config import DEFAULT_PRIMARY
 from gateway.errors import ConfigError, RefError
 from gateway.refs import ModelRef, is_chain_name, parse_ref
 from gateway.secret import mask
-from gateway.settings import redis_password
-from gateway.shared.keys import masked_url
+from gateway.shared.keys import masked_url, redis_password
 
 Key = str | int
 PATH_HINT = (

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from dotenv.parser import parse_stream
 
@@ -38,6 +37,7 @@ from gateway.errors import ConfigError
 from gateway.file_safety import file_problems
 from gateway.refs import AliasMap, ModelRef, build_alias_map, parse_ref
 from gateway.secret import Secret, clean_token
+from gateway.shared.keys import redis_password
 
 TOKEN_VARS = ("HUGGINGFACE_HUB_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 KNOWN_KEYS = (
@@ -121,18 +121,6 @@ class Settings:
         redis = self.config.state.redis
         password = redis_password(redis.url) if redis is not None else ""
         return (*tokens, password) if password else tokens
-
-
-def redis_password(url: str) -> str:
-    """The password in a Redis URL (``redis://:pw@host``, or a ``password=`` query value)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    if parts.password:
-        return unquote(parts.password)
-    query = parse_qs(parts.query).get("password")
-    return query[0] if query else ""
 
 
 def expand_home(raw: str, home: Path) -> Path:

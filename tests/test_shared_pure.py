@@ -56,6 +56,25 @@ def test_the_url_is_logged_with_its_password_masked(url: str, logged: str) -> No
 
 
 @pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("redis://127.0.0.1:6379/0", ""),
+        ("redis://:hunter2pass@redis:6379/0", "hunter2pass"),
+        ("rediss://gw:p%40ss@cache.internal:6380/1", "p@ss"),
+        ("redis://onlyuser@redis:6379", ""),
+        ("unix:///run/redis.sock?db=0&password=sekrit", "sekrit"),
+        ("redis://:${REDIS_PASSWORD}@redis:6379/0", "${REDIS_PASSWORD}"),
+        ("redis://[::1:6379", ""),  # not a URL: nothing to find
+    ],
+)
+def test_the_password_of_a_url_is_found_in_both_forms_masked_url_hides(
+    url: str, password: str
+) -> None:
+    """What the log redactor, ``config get`` and the Redis layer's error texts hide."""
+    assert k.redis_password(url) == password
+
+
+@pytest.mark.parametrize(
     ("url", "problem"),
     [
         ("redis://127.0.0.1:6379/0", None),

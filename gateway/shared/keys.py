@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
@@ -202,6 +202,19 @@ def masked_url(url: str) -> str:
     # Built by hand: urlunsplit drops the "//" of an empty host (unix:///run/redis.sock).
     text = f"{parts.scheme}://{netloc}{parts.path}"
     return text + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def redis_password(url: str) -> str:
+    """The password in a Redis URL (``redis://:pw@host``, or a ``password=`` query value):
+    the two forms ``masked_url`` hides."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if parts.password:
+        return unquote(parts.password)
+    query = parse_qs(parts.query).get("password")
+    return query[0] if query else ""
 
 
 def retry_delays(first: float, cap: float) -> Iterator[float]:

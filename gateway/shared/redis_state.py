@@ -31,7 +31,6 @@ import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 from gateway.observe import get_logger
 from gateway.shared import keys as k
@@ -95,7 +94,7 @@ class RedisState(Lifecycle):
             raise ValueError(f"state.redis.url {k.masked_url(url)}: {problem}")
         self._url = url
         self.url_for_log = k.masked_url(url)
-        self._password = unquote(urlsplit(url).password or "")
+        self._password = k.redis_password(url)
         self.prefix = key_prefix
         self.replica = replica or default_replica()
         self.timeout = timeout
