@@ -274,21 +274,7 @@ async def relay_stream(
     except TimeoutError:
         if out is None:
             return Failed(None, Failure.TIMEOUT, "no chunk before the first-token timeout")
-        if loop.time() >= total_deadline:
-            message = (
-                "the request used up the gateway's time budget mid-stream "
-                "(gateway.timeouts.totalSeconds)"
-            )
-            if attempt.out is not None:  # a rescue: it ends with the original error
-                return Broken(attempt, out, StreamError(message))
-        elif writing:
-            message = "the client did not read the stream for the idle timeout"
-        else:
-            return await _cut(
-                attempt, out, StreamError("the upstream stream stalled past the idle timeout")
-            )
-        await attempt.fail(StreamError(message))
-        return out
+        return await _timed_out(attempt, out, loop.time() >= total_deadline, writing)
     except UpstreamTooLarge as exc:
         if out is None:
             return Failed(502, None, exc.message)
@@ -300,16 +286,47 @@ async def relay_stream(
         return await _cut(attempt, out, StreamError("the upstream connection dropped mid-stream"))
     if out is None:
         return Failed(502, None, "the upstream stream ended before the first chunk")
+    return await _ended(attempt, out, finished)
+
+
+async def _timed_out(
+    attempt: Attempt, out: web.StreamResponse, budget_spent: bool, writing: bool
+) -> web.StreamResponse | Broken:
+    """A committed stream's deadline passed: the time budget (a rescue hands it back to end
+    with the original error), a client that stopped reading, or an upstream that stalled (cut,
+    so that it may be rescued)."""
+    if budget_spent:
+        message = (
+            "the request used up the gateway's time budget mid-stream "
+            "(gateway.timeouts.totalSeconds)"
+        )
+        if attempt.out is not None:  # a rescue: it ends with the original error
+            return Broken(attempt, out, StreamError(message))
+    elif writing:
+        message = "the client did not read the stream for the idle timeout"
+    else:
+        return await _cut(
+            attempt, out, StreamError("the upstream stream stalled past the idle timeout")
+        )
+    await attempt.fail(StreamError(message))
+    return out
+
+
+async def _ended(
+    attempt: Attempt, out: web.StreamResponse, finished: bool
+) -> web.StreamResponse | Broken:
+    """The upstream stream ended after a first chunk: a normal end when a finish_reason came,
+    else a cut (which may be rescued)."""
     if not finished:
         return await _cut(
             attempt, out, StreamError("the upstream stream ended without a finish_reason")
         )
     try:
-        await sink.finish()
+        await attempt.sink.finish()
     except ClientGone:
-        record.outcome = "client_closed"
+        attempt.record.outcome = "client_closed"
         return out
-    record.outcome = "ok"
+    attempt.record.outcome = "ok"
     return out
 
 
