@@ -248,7 +248,7 @@ def test_the_degraded_estimate_is_the_last_shared_spend_plus_this_replicas_since
     book = SpendBook()
     for name, spent in known.items():
         book.remember(name, spent)
-    book.keep(["d", "m"], [1, 1], kept, None, [])
+    book.keep(["d", "m"], [1, 1], [kept, kept], None, [])
     names = ["m", "d"] if limits == [1000, 100] else ["d", "m"]
     assert book.estimate(names, limits) == expected
 
@@ -257,14 +257,14 @@ def test_what_is_kept_while_degraded_is_handed_over_once_and_put_back_after_a_fa
     None
 ):
     book = SpendBook(max_fields=3)
-    book.keep(["d"], [172800], 5, "u", [("f1", 1), ("f2", 2)])
-    book.keep(["d"], [172800], 7, "u", [("f1", 1), ("f3", 3), ("f4", 4)])
+    book.keep(["d"], [172800], [5], "u", [("f1", 1), ("f2", 2)])
+    book.keep(["d"], [172800], [7], "u", [("f1", 1), ("f3", 3), ("f4", 4)])
     assert book.dropped == 1  # f4: the bound of 3 distinct counters was reached
     pending = book.take_pending()
     assert pending.spend == {"d": (12, 172800)}
     assert pending.usage == {"u": {"f1": 2, "f2": 2, "f3": 3}}
     assert not book.take_pending()
-    book.keep(["d"], [172800], 1, None, [])
+    book.keep(["d"], [172800], [1], None, [])
     book.put_back(pending)
     assert book.take_pending().spend == {"d": (13, 172800)}
 

@@ -6,12 +6,13 @@ It carries this replica's news to the ``SharedState``, always off the request pa
   ``publish_close`` in a background task;
 - each time to first chunk the engine observes: ``observe_ttft`` (a buffer, no I/O);
 - each answered request (the ``RequestLog``'s hook, as it finishes, before the batched log
-  line): ``add_spend`` in a background task.
+  line): ``record_spend`` (a buffer; the state writes it with its next flush).
 
-The one call on the request path is ``admit``, the shared budget at admission: one bounded
-round trip (the state's timeout), and only when a budget is set and Redis is configured.
+The one call on the request path is ``admit``, the shared budget at admission, only when a
+budget is set and Redis is configured: from this replica's lease of the budget while it lasts,
+else one bounded round trip (the state's timeout).
 
-Background tasks are bounded (``max_tasks``): past it a transition or a spend is dropped and
+Background tasks are bounded (``max_tasks``): past it a transition is dropped and
 counted (``dropped``), never queued without end; a request never waits for one.
 """
 
@@ -91,7 +92,7 @@ class SharedLink:
         )
         keys = period_keys(record.ts or self.clock.time(), self.tz)
         periods = {"daily": keys["daily"], "monthly": keys["monthly"]}
-        self._spawn(self.state.add_spend(periods, delta))
+        self.state.record_spend(periods, delta)
 
     # -- admission -----------------------------------------------------------------------------
 

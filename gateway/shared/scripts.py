@@ -1,7 +1,9 @@
-"""The two Lua scripts of the budgets: each one atomic operation and one round trip.
+"""The Lua script of the budgets' admission: one atomic operation and one round trip.
 
-ADMIT reads every period's spend and compares it with its limit at one instant, in Redis.
-SPEND adds an answered request's cost to every period and its usage counters, and sets each
+ADMIT reads every period's spend and compares it with its limit at one instant, in Redis, and
+grants this replica a lease (``gateway.shared.lease``) in the same step.
+
+The spend itself is written by the state's flush, in one ``MULTI`` transaction that sets each
 key's TTL in the same step, so no key is ever left without one (a connection lost between an
 ``INCRBY`` and its ``EXPIRE`` would leave a key for ever).
 
@@ -12,37 +14,46 @@ large ones into ``1e+16``, which ``INCRBY`` refuses.
 
 from __future__ import annotations
 
-# KEYS: the spend keys. ARGV: each key's limit in nano-USD, -1 for none.
-# Returns {first spent period (1-based) or 0, spend of each key...}.
+# KEYS: the n spend keys. ARGV: each key's limit in nano-USD (-1 for none), then each key's
+# lease wanted (0 for none), the least grant worth having, the key's TTL in seconds, and what
+# this replica spent on it that is not written yet (a flush on its way: counted as spent).
+# A lease is all or nothing: granted (added to every limited key's spend, at most half of what
+# is left there) only when no period is spent and every limited key can grant its least.
+# Returns {first spent period (1-based) or 0, spend of each key..., grant of each key...}.
 ADMIT = """
+local n = #KEYS
 local out = {0}
-for i, key in ipairs(KEYS) do
-  local spent = tonumber(redis.call('GET', key) or '0') or 0
+for i = 1, n do
+  local spent = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
   local limit = tonumber(ARGV[i]) or -1
   out[i + 1] = spent
+  spent = spent + math.max(tonumber(ARGV[4 * n + i]) or 0, 0)
   if out[1] == 0 and limit >= 0 and spent >= limit then
     out[1] = i
   end
 end
-return out
-"""
-
-# KEYS: n spend keys, then optionally the usage hash.
-# ARGV: n, amount (nano-USD), the TTL of each spend key, the usage TTL, then field/delta pairs.
-# Returns the new spend of each key.
-SPEND = """
-local n = tonumber(ARGV[1])
-local out = {}
+local grants, lease = {}, out[1] == 0
 for i = 1, n do
-  out[i] = redis.call('INCRBY', KEYS[i], ARGV[2])
-  redis.call('EXPIRE', KEYS[i], ARGV[2 + i])
-end
-local usage = KEYS[n + 1]
-if usage then
-  for j = n + 4, #ARGV, 2 do
-    redis.call('HINCRBY', usage, ARGV[j], ARGV[j + 1])
+  local limit = tonumber(ARGV[i]) or -1
+  local want = tonumber(ARGV[n + i]) or 0
+  grants[i] = 0
+  if limit >= 0 then
+    local spent = out[i + 1] + math.max(tonumber(ARGV[4 * n + i]) or 0, 0)
+    local grant = math.min(want, math.floor((limit - spent) / 2))
+    if want <= 0 or grant < (tonumber(ARGV[2 * n + i]) or 1) then
+      lease = false
+    end
+    grants[i] = grant
   end
-  redis.call('EXPIRE', usage, ARGV[n + 3])
+end
+for i = 1, n do
+  if lease and grants[i] > 0 then
+    out[i + 1] = redis.call('INCRBY', KEYS[i], string.format('%d', grants[i]))
+    redis.call('EXPIRE', KEYS[i], ARGV[3 * n + i])
+  else
+    grants[i] = 0
+  end
+  out[n + 1 + i] = grants[i]
 end
 return out
 """

@@ -1,12 +1,12 @@
 """Budgets and usage of the shared state (pure): what a replica remembers of the shared spend,
-what it counted while Redis was down, and the usage counters' fields.
+what it has yet to write, and the usage counters' fields.
 
 ``SpendBook`` holds, per spend key, the last shared spend Redis answered and the spend this
-replica added while degraded. Its estimate (their sum) is the admission answer while Redis is
+replica added since that is not written yet (what a lease did not cover, a lease's rest handed
+back, and everything while Redis is down). Their sum is the admission answer while Redis is
 down: better than a per-replica budget, since it starts from what every replica had spent.
-``take_pending`` hands over what to write when Redis is back; ``put_back`` returns it after a
-write that failed.
-"""
+``take_pending`` hands over what the next flush writes; ``put_back`` returns it after a write
+that failed."""
 
 from __future__ import annotations
 
@@ -36,9 +36,18 @@ class SpendBook:
     def __init__(self, *, max_known: int = MAX_KNOWN, max_fields: int = MAX_PENDING_FIELDS) -> None:
         self._known: OrderedDict[str, int] = OrderedDict()
         self._pending = Pending()
+        self._writing: dict[str, int] = {}  # spend taken by a flush still on its way
         self.max_known = max_known
         self.max_fields = max_fields
         self.dropped = 0  # usage counters not kept: the pending bound was reached
+
+    def known(self, name: str) -> int:
+        """The last shared spend of ``name`` Redis answered (0 when none is known)."""
+        return self._known.get(name, 0)
+
+    def unwritten(self, name: str) -> int:
+        """What this replica added to ``name`` that is not written yet."""
+        return self._pending.spend.get(name, (0, 0))[0] + self._writing.get(name, 0)
 
     def remember(self, name: str, spent: int) -> None:
         """Redis answered: the shared spend of ``name`` is ``spent`` nano-USD."""
@@ -50,7 +59,7 @@ class SpendBook:
     def estimate(self, names: Sequence[str], limits: Sequence[int]) -> tuple[int | None, list[int]]:
         """Without Redis: (index of the first key whose estimated spend reached its limit, or
         None; the estimated spend of each key). A limit below 0 is none."""
-        spends = [self._known.get(n, 0) + self._pending.spend.get(n, (0, 0))[0] for n in names]
+        spends = [self._known.get(n, 0) + self.unwritten(n) for n in names]
         first = next((i for i, s in enumerate(spends) if 0 <= limits[i] <= s), None)
         return first, spends
 
@@ -58,13 +67,16 @@ class SpendBook:
         self,
         names: Sequence[str],
         ttls: Sequence[int],
-        amount: int,
+        amounts: Sequence[int],
         usage_key: str | None,
         fields: Sequence[tuple[str, int]],
     ) -> None:
-        """A spend Redis did not take: kept for later (the spend always; usage counters up to
-        ``max_fields`` distinct ones, the rest counted in ``dropped``)."""
-        for name, ttl in zip(names, ttls, strict=True):
+        """Spend (``amounts[i]`` nano-USD to ``names[i]``; 0 adds nothing, below 0 hands a
+        lease's rest back) and usage counters to write with the next flush: the spend always,
+        usage counters up to ``max_fields`` distinct ones, the rest counted in ``dropped``."""
+        for name, ttl, amount in zip(names, ttls, amounts, strict=True):
+            if amount == 0:
+                continue
             held, _ = self._pending.spend.get(name, (0, ttl))
             self._pending.spend[name] = (held + amount, ttl)
         if usage_key is None:
@@ -77,11 +89,21 @@ class SpendBook:
             counters[name] = counters.get(name, 0) + delta
 
     def take_pending(self) -> Pending:
+        """What the next flush writes; counted as unwritten until ``written`` or ``put_back``."""
         pending, self._pending = self._pending, Pending()
+        for name, (nano, _) in pending.spend.items():
+            self._writing[name] = self._writing.get(name, 0) + nano
         return pending
+
+    def written(self, pending: Pending, totals: Sequence[int]) -> None:
+        """The flush of ``pending`` landed: each spend key's new total, in its order."""
+        self._stop_writing(pending)
+        for name, spent in zip(pending.spend, totals, strict=True):
+            self.remember(name, spent)
 
     def put_back(self, pending: Pending) -> None:
         """A write of ``take_pending``'s value failed: keep it again (with anything new)."""
+        self._stop_writing(pending)
         for name, (nano, ttl) in pending.spend.items():
             held, _ = self._pending.spend.get(name, (0, ttl))
             self._pending.spend[name] = (held + nano, ttl)
@@ -89,6 +111,12 @@ class SpendBook:
             mine = self._pending.usage.setdefault(name, {})
             for key, delta in counters.items():
                 mine[key] = mine.get(key, 0) + delta
+
+    def _stop_writing(self, pending: Pending) -> None:
+        for name, (nano, _) in pending.spend.items():
+            left = self._writing.pop(name, 0) - nano
+            if left:
+                self._writing[name] = left
 
     def _field_count(self) -> int:
         return sum(len(c) for c in self._pending.usage.values())

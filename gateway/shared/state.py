@@ -29,7 +29,7 @@ __all__ = [
     "UsageRow",
 ]
 
-Source = Literal["redis", "estimate", "local"]
+Source = Literal["redis", "lease", "estimate", "local"]
 
 
 class Listener(Protocol):
@@ -48,8 +48,10 @@ class Admission:
     """The answer to ``try_spend``: ``exceeded`` names the first period (in the order given)
     whose spend has reached its limit, None when the request is admitted. ``spent_usd`` is the
     spend of every period asked about. ``source`` says where it comes from: ``redis`` (the
-    shared spend), ``estimate`` (Redis is down: the last shared spend known plus this
-    replica's spend since) or ``local`` (nothing shared: the local budget decides alone)."""
+    shared spend), ``lease`` (admitted on this replica's lease of the budget, no round trip:
+    the spend known plus this replica's since), ``estimate`` (Redis is down: the last shared
+    spend known plus this replica's since) or ``local`` (nothing shared: the local budget
+    decides alone)."""
 
     exceeded: str | None
     spent_usd: Mapping[str, float] = field(default_factory=dict)
@@ -118,6 +120,10 @@ class SharedState(Protocol):
         self, period_keys: Mapping[str, str], limits_usd: Mapping[str, float | None]
     ) -> Admission: ...
 
+    def record_spend(
+        self, period_keys: Mapping[str, str], usage: UsageDelta, *, day: str | None = None
+    ) -> None: ...
+
     async def add_spend(
         self, period_keys: Mapping[str, str], usage: UsageDelta, *, day: str | None = None
     ) -> Mapping[str, float] | None: ...
@@ -178,6 +184,11 @@ class LocalState(Lifecycle):
         self, period_keys: Mapping[str, str], limits_usd: Mapping[str, float | None]
     ) -> Admission:
         return Admission(None)
+
+    def record_spend(
+        self, period_keys: Mapping[str, str], usage: UsageDelta, *, day: str | None = None
+    ) -> None:
+        return None
 
     async def add_spend(
         self, period_keys: Mapping[str, str], usage: UsageDelta, *, day: str | None = None
