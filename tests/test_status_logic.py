@@ -176,6 +176,34 @@ def test_coderclaw_status_shows_spend_against_the_budget(spend: dict[str, Any], 
 
 
 @pytest.mark.parametrize(
+    ("shared", "line"),
+    [
+        ("redis", "replica host-1-ab, shared state joined"),
+        (
+            "degraded",
+            "replica host-1-ab, shared state degraded: on its own state until Redis answers",
+        ),
+        ("local", None),  # one gateway alone: nothing to say
+    ],
+)
+def test_coderclaw_status_names_the_replica_and_its_shared_state(
+    shared: str, line: str | None
+) -> None:
+    doc = {
+        "version": "1",
+        "listen": "x",
+        "uptime_s": 5,
+        "shared_state": shared,
+        "replica": "host-1-ab",
+    }
+    lines = render(doc).splitlines()
+    if line is None:
+        assert not [x for x in lines if x.startswith("replica")]
+    else:
+        assert lines[1] == line
+
+
+@pytest.mark.parametrize(
     ("cost", "text"), [(0.0, "0.0000000000"), (1.5e-05, "0.0000150000"), (2.25, "2.2500000000")]
 )
 def test_the_cost_header_is_fixed_point(cost: float, text: str) -> None:

@@ -97,6 +97,10 @@ def render(doc: dict[str, Any]) -> str:
         f"CoderClaw gateway {doc.get('version')} on {doc.get('listen')}, "
         f"up {_seconds(doc.get('uptime_s'))}"
     ]
+    shared = doc.get("shared_state")
+    if shared in ("redis", "degraded"):  # several replicas (SPEC §13)
+        say = "joined" if shared == "redis" else "degraded: on its own state until Redis answers"
+        parts[0] += f"\nreplica {_dash(doc.get('replica'))}, shared state {say}"
     chain = doc.get("chain") or []
     parts.append(
         format_table(
