@@ -7,7 +7,10 @@ served past a shared budget, the outage, the slow Redis) are printed (``pytest -
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
+import signal
 import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -462,3 +465,92 @@ async def test_the_redis_password_from_an_env_variable_is_used_and_never_logged(
             assert password not in gw.log_text()
     finally:
         server.kill()
+
+
+# -- behind the load balancer of deploy/replicas -------------------------------------------------
+
+DEPLOY_NGINX = Path(__file__).resolve().parent.parent / "deploy" / "replicas" / "nginx.conf"
+
+
+@asynccontextmanager
+async def nginx_in_front(tmp_path: Path, gws: Sequence[GatewayProcess]) -> AsyncIterator[str]:
+    """A real nginx with ``deploy/replicas/nginx.conf``, the compose host names pointed at the
+    two replicas' ports and its port a free one on 127.0.0.1; yields its base URL."""
+    text = DEPLOY_NGINX.read_text()
+    for name, gw in zip(("gateway-a", "gateway-b"), gws, strict=True):
+        text = text.replace(f"server {name}:18789", f"server 127.0.0.1:{gw.port}")
+    port = free_port()
+    text = text.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    text = text.replace("pid /tmp/nginx.pid", f"pid {tmp_path}/nginx.pid")
+    text = text.replace("access_log /dev/stdout;", f"access_log {tmp_path}/access.log;")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    argv = [nginx, "-g", "daemon off;", "-e", "stderr", "-p", str(tmp_path), "-c", str(conf)]
+    proc = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with aiohttp.ClientSession() as http, asyncio.timeout(10):
+            while True:
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                assert proc.returncode is None, "nginx exited"
+                await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+
+
+def served_by(gw: GatewayProcess) -> int:
+    return len(events_named(gw, "chat_completion"))
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+    reason="nginx is not installed (Debian: nginx-light)",
+)
+async def test_two_replicas_behind_the_deploy_nginx_config_serve_as_one(
+    tmp_path: Path, router: FakeRouter, redis_server: RedisServer
+) -> None:
+    """The openai SDK against nginx with ``deploy/replicas/nginx.conf`` in front of two replicas
+    on one Redis: requests and a stream are spread over both; an opening on one is seen
+    through the other; one replica SIGKILLed, every request still succeeds (served by the
+    other)."""
+    from openai import AsyncOpenAI
+
+    async with (
+        replicas(tmp_path, router, redis_server.url, retries=0) as (a, b),
+        nginx_in_front(tmp_path, (a, b)) as lb,
+        aiohttp.ClientSession() as http,
+    ):
+        client = AsyncOpenAI(base_url=f"{lb}/v1", api_key="unused", max_retries=0)
+        messages: Any = [{"role": "user", "content": "hi"}]
+        for _ in range(20):
+            answer = await client.chat.completions.create(model="coderclaw", messages=messages)
+            assert answer.choices[0].message.content == "Hello from org/model-a"
+        stream = await client.chat.completions.create(
+            model="coderclaw", messages=messages, stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "Hello from org/model-a"
+        await asyncio.sleep(0.3)  # the request log lines are batched
+        spread = served_by(a), served_by(b)
+        print(f"\nbehind nginx: {spread[0]} + {spread[1]} of 21 requests on replicas a and b")
+        assert sum(spread) == 21 and min(spread) >= 5
+
+        router.script(A, Reply(status=503))
+        answer = await client.chat.completions.create(model="coderclaw", messages=messages)
+        assert answer.model == REF_B
+        await until_state(http, a, "open", timeout=1.0)
+        await until_state(http, b, "open", timeout=1.0)
+        router.script(A, Reply())
+
+        a.send(signal.SIGKILL)
+        await a.wait_exit()
+        for _ in range(10):
+            answer = await client.chat.completions.create(model="coderclaw", messages=messages)
+            assert answer.choices[0].message.content
+        await client.close()
