@@ -1,5 +1,11 @@
 """Prometheus metrics, one registry per app (no module globals).
 
+The counters and histograms every request touches are ``Tally`` and ``TallyHistogram``: plain
+numbers on the event loop (no lock, no label validation per call: ~1 µs a request instead of
+~13), handed to the registry as metric families when ``/metrics`` is scraped, with the same
+names, help and samples as ``prometheus_client``'s own. Everything else is a
+``prometheus_client`` metric.
+
 Model labels are bounded: once the app calls ``set_known_refs``, a ref that is neither
 configured nor in the catalog is counted as ``other`` (a client can send any model name; each
 distinct label would be a permanent series).
@@ -8,9 +14,13 @@ distinct label would be a permanent series).
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 
 import aiohttp
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.breaker import Breaker, State
 from gateway.refs import ModelRef
@@ -30,52 +40,109 @@ def _counter(registry: CollectorRegistry, name: str, documentation: str, *labels
     return Counter(name, documentation, labels, registry=registry)
 
 
+class Tally(Collector):
+    """A counter by label values, kept as plain numbers; only touched on the event loop."""
+
+    def __init__(
+        self, registry: CollectorRegistry, name: str, documentation: str, *labels: str
+    ) -> None:
+        self.name, self.documentation, self.labels = name, documentation, list(labels)
+        self.counts: dict[tuple[str, ...], float] = {} if labels else {(): 0.0}
+        registry.register(self)
+
+    def inc(self, *values: str, amount: float = 1.0) -> None:
+        counts = self.counts
+        counts[values] = counts.get(values, 0.0) + amount
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, count in self.counts.items():
+            family.add_metric(list(values), count)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
+class TallyHistogram(Collector):
+    """A histogram without labels, kept as plain numbers; only touched on the event loop."""
+
+    def __init__(
+        self, registry: CollectorRegistry, name: str, documentation: str, buckets: Sequence[float]
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = [float(b) for b in buckets]
+        self.buckets = [0] * (len(self.bounds) + 1)  # the last one: +Inf
+        self.sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect_left(self.bounds, value)] += 1  # a bucket holds values <= its bound
+        self.sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        cumulative, rows = 0, []
+        for bound, count in zip([*self.bounds, float("inf")], self.buckets, strict=True):
+            cumulative += count
+            rows.append((_bound_text(bound), cumulative))
+        family.add_metric([], rows, self.sum)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+
+def _bound_text(bound: float) -> str:
+    """A bucket's ``le`` as prometheus_client writes it (``0.005``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 def _gauge(registry: CollectorRegistry, name: str, documentation: str, *labels: str) -> Gauge:
     return Gauge(name, documentation, labels, registry=registry)
 
 
 class Metrics:
     def __init__(self) -> None:
-        self._children: dict[tuple[object, ...], Counter] = {}
         self._known: KnownRefs | None = None
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.requests = _counter(
+        self.requests = Tally(
             r,
             "coderclaw_requests",
             "Chat completions by served model and outcome",
             "model",
             "outcome",
         )
-        self.dialect_requests = _counter(
+        self.dialect_requests = Tally(
             r,
             "coderclaw_dialect_requests",
             "Requests by API dialect (chat, responses, messages) and outcome",
             "dialect",
             "outcome",
         )
-        self.attempts = _counter(
+        self.attempts = Tally(
             r,
             "coderclaw_upstream_attempts",
             "Upstream attempts by model and status",
             "model",
             "status",
         )
-        self.fallbacks = _counter(
+        self.fallbacks = Tally(
             r,
             "coderclaw_fallbacks",
             "Requests served by a model other than the first of their chain",
         )
-        self.upstream_latency = Histogram(
+        self.upstream_latency = TallyHistogram(
+            r,
             "coderclaw_upstream_latency_seconds",
             "Upstream attempt duration (a served attempt: until its first byte)",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            _LATENCY_BUCKETS,
         )
-        self.ttfb = Histogram(
+        self.ttfb = TallyHistogram(
+            r,
             "coderclaw_time_to_first_byte_seconds",
             "Request start to first byte sent",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            _LATENCY_BUCKETS,
         )
         self.active_streams = _gauge(r, "coderclaw_active_streams", "Streams being relayed now")
         self.cooling_models = _gauge(r, "coderclaw_cooling_models", "Models in cooldown now")
@@ -110,7 +177,7 @@ class Metrics:
 
         # Spend: known costs only (a request without a price adds nothing). Providers are
         # named by the router's header, so they are bounded too: the first MAX_PROVIDERS seen.
-        self.spend = _counter(
+        self.spend = Tally(
             r,
             "coderclaw_spend_usd",
             "Known cost in USD of finished requests, by served model and provider",
@@ -118,7 +185,6 @@ class Metrics:
             "provider",
         )
         self._providers: set[str] = set()
-        self._spend_children: dict[tuple[str, str], Counter] = {}
 
         # -- several replicas (SPEC §13) ------------------------------------------------------
         self.shared_state = _gauge(
@@ -171,10 +237,10 @@ class Metrics:
         return OTHER
 
     def count_attempt(self, model: str, status: str) -> None:
-        self._inc(self.attempts, self.model_label(model), status)
+        self.attempts.inc(self.model_label(model), status)
 
     def count_request(self, model: str, outcome: str) -> None:
-        self._inc(self.requests, self.model_label(model), outcome)
+        self.requests.inc(self.model_label(model), outcome)
 
     def count_spend(self, model: str, provider: str | None, usd: float) -> None:
         name = provider or "none"
@@ -183,22 +249,10 @@ class Metrics:
                 name = OTHER
             else:
                 self._providers.add(name)
-        key = (self.model_label(model), name)
-        child = self._spend_children.get(key)
-        if child is None:
-            child = self._spend_children[key] = self.spend.labels(*key)
-        child.inc(usd)
+        self.spend.inc(self.model_label(model), name, amount=usd)
 
     def count_dialect(self, dialect: str, outcome: str) -> None:
-        self._inc(self.dialect_requests, dialect, outcome)
-
-    def _inc(self, counter: Counter, *labels: str) -> None:
-        # labels() validates and locks on every call; the children are few, so keep them.
-        key = (id(counter), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = counter.labels(*labels)
-        child.inc()
+        self.dialect_requests.inc(dialect, outcome)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
