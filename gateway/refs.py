@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.errors import RefError
 
@@ -34,11 +34,15 @@ class ModelRef:
     model_id: str
     suffix: str | None = None
     provider: str = PROVIDER
+    # What the router receives in ``model``, and the canonical form: computed once (a request
+    # names its refs a dozen times, in headers, the log line, metrics and the ledger).
+    upstream_id: str = field(init=False, repr=False, compare=False)
+    _text: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def upstream_id(self) -> str:
-        """What the router receives in ``model``."""
-        return f"{self.model_id}:{self.suffix}" if self.suffix else self.model_id
+    def __post_init__(self) -> None:
+        upstream = f"{self.model_id}:{self.suffix}" if self.suffix else self.model_id
+        object.__setattr__(self, "upstream_id", upstream)
+        object.__setattr__(self, "_text", f"{self.provider}/{upstream}")
 
     @property
     def base(self) -> ModelRef:
@@ -50,7 +54,7 @@ class ModelRef:
         return self.suffix in POLICIES
 
     def __str__(self) -> str:
-        return f"{self.provider}/{self.upstream_id}"
+        return self._text
 
 
 def parse_ref(text: str) -> ModelRef:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gateway.errors import ConfigError, RefError
@@ -196,3 +198,22 @@ def test_chain_names(name: str, is_chain: bool) -> None:
     """`coderclaw`, `default`, an empty model and the placeholders `dummy` and `tgi` mean the
     configured chain (SPEC §6, §10.3)."""
     assert is_chain_name(name) is is_chain
+
+
+@pytest.mark.parametrize(
+    ("ref", "upstream", "text"),
+    [
+        (ModelRef("org/m"), "org/m", "huggingface/org/m"),
+        (ModelRef("org/m", "fastest"), "org/m:fastest", "huggingface/org/m:fastest"),
+        (ModelRef("org/m", "novita").base, "org/m", "huggingface/org/m"),
+        (dataclasses.replace(ModelRef("org/m"), suffix="cheapest"), "org/m:cheapest",
+         "huggingface/org/m:cheapest"),
+    ],
+)  # fmt: skip
+def test_the_upstream_id_and_canonical_form_are_computed_once_and_stay_right(
+    ref: ModelRef, upstream: str, text: str
+) -> None:
+    """The cached forms follow the fields, also through ``dataclasses.replace``, and take no
+    part in equality or hashing."""
+    assert (ref.upstream_id, str(ref)) == (upstream, text)
+    assert ref == parse_ref(text) and hash(ref) == hash(parse_ref(text))
