@@ -10,11 +10,9 @@ What goes through Redis, and when:
   trip appends the buffered times to each ref's capped stream and reads the other replicas'
   new ones (``XREAD``), which go to ``Listener.on_ttft``. Lost on an outage: they are
   statistics.
-- budgets: ``try_spend`` (admission) answers from this replica's lease while it lasts, else
-  with one script that may grant a new lease (``gateway.shared.lease``); ``record_spend``
-  (after the answer) takes the cost from the lease and buffers the rest with the usage
-  counters; a flush task writes them every ``flush_seconds`` in one transaction with their
-  TTLs, and at once when a spend on a key with a limit went beyond the lease.
+- budgets and usage counters: ``SharedBudget`` (``gateway.shared.budget``): admission from a
+  lease of the budget while it lasts, else one script; the spend written in one transaction
+  per ``flush_seconds``, through this state's bounded calls.
 
 Every call is bounded by ``timeout`` (socket timeouts and an outer ``asyncio.timeout``). The
 first failure turns the state ``degraded`` with one log line; from then on every call answers
@@ -37,17 +35,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.observe import get_logger
 from gateway.shared import keys as k
-from gateway.shared import lease
+from gateway.shared.budget import FLUSH_S, Down, SharedBudget
 from gateway.shared.keys import Closing, Opening, Status
-from gateway.shared.lease import Leases
+from gateway.shared.lease import IDLE_S
 from gateway.shared.scripts import ADMIT
-from gateway.shared.spend import SpendBook, limit_nano, text, usage_fields, usage_rows
+from gateway.shared.spend import text
 from gateway.shared.state import (
     Admission,
     Clock,
     Lifecycle,
     Listener,
-    Source,
     SystemClock,
     UsageDelta,
     UsageRow,
@@ -56,7 +53,6 @@ from gateway.shared.state import (
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
-    from redis.commands.core import AsyncScript
 
 log = get_logger("gateway.shared")
 
@@ -66,12 +62,7 @@ DEFAULT_TIMEOUT_S = 0.05
 MAX_IN_FLIGHT = 64  # Redis calls at once (redis-py's pool holds 100 connections)
 CONNECT_TIMEOUT_S = 1.0
 SYNC_S = 2.0
-FLUSH_S = 0.1
 MAX_TRACKED_REFS = 256
-
-
-class _Down(Exception):
-    """Redis did not answer this call: give the local answer."""
 
 
 def default_replica() -> str:
@@ -93,7 +84,7 @@ class RedisState(Lifecycle):
         connect_timeout: float = CONNECT_TIMEOUT_S,
         sync_seconds: float = SYNC_S,
         flush_seconds: float = FLUSH_S,
-        lease_idle_s: float = lease.IDLE_S,
+        lease_idle_s: float = IDLE_S,
         retry_first: float = 1.0,
         retry_max: float = 5.0,
     ) -> None:
@@ -108,7 +99,6 @@ class RedisState(Lifecycle):
         self.timeout = timeout
         self._connect_timeout = max(connect_timeout, timeout)
         self._sync_seconds = sync_seconds
-        self._flush_seconds = flush_seconds
         self._retry = (retry_first, retry_max)
         self._clock = clock or SystemClock()
         self._channel = k.events_channel(key_prefix)
@@ -118,7 +108,6 @@ class RedisState(Lifecycle):
         self._client: Redis | None = None
         self._pubsub_client: Redis | None = None
         self._pubsub: PubSub | None = None
-        self._admit: AsyncScript | None = None
         self._subscriber: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closers: set[asyncio.Task[None]] = set()
@@ -131,14 +120,15 @@ class RedisState(Lifecycle):
         # Redis round trips per call kind (for /metrics and the benchmark's per-request count).
         self.round_trips: dict[str, int] = {}
         self._down_since = 0.0
-        # Budgets: the last shared spend known and what this replica has yet to write (all of
-        # it while degraded), this replica's leases, the spend keys that have a limit, and the
-        # flush's wake-up and waiters.
-        self._book = SpendBook()
-        self._leases = Leases(idle_s=lease_idle_s)
-        self._limited: set[str] = set()
-        self._flush_wanted = asyncio.Event()
-        self._flush_waiters: list[asyncio.Future[bool]] = []
+        self.budget = SharedBudget(
+            key_prefix,
+            self.replica,
+            self._clock,
+            self._run,
+            lambda: self._status == "redis",
+            flush_seconds=flush_seconds,
+            lease_idle_s=lease_idle_s,
+        )
         # Hedging statistics: this replica's buffered times, and the stream positions read
         # (kept across a reconnection: stream ids grow with time, even in a restarted Redis).
         self._ttft_out: dict[str, list[float]] = {}
@@ -156,7 +146,7 @@ class RedisState(Lifecycle):
         reached the state starts degraded, logs it once, and keeps trying in the background."""
         self._listener = listener
         self._spawn(self._sync_loop())
-        self._spawn(self._flush_loop())
+        self._spawn(self.budget.flush_loop())
         error = await self._connect()
         if error is not None:
             self._log_degraded(error)
@@ -165,9 +155,7 @@ class RedisState(Lifecycle):
     async def close(self) -> None:
         """Hand the leases back and write what is pending (bounded by the timeout), stop
         every task and close the connections (bounded by ``connect_timeout``)."""
-        self._give_back(self._leases.release_all())
-        with contextlib.suppress(_Down):
-            await self._run("flush_spend", self._flush_pending)
+        await self.budget.close()
         self._closed = True
         self._status = "degraded"
         tasks = [t for t in (*self._tasks, self._subscriber) if t is not None]
@@ -206,7 +194,7 @@ class RedisState(Lifecycle):
                 pipe.publish(self._channel, data)
                 await pipe.execute()
 
-        with contextlib.suppress(_Down):
+        with contextlib.suppress(Down):
             await self._run("publish_open", op)
 
     async def publish_close(self, ref: str) -> None:
@@ -219,7 +207,7 @@ class RedisState(Lifecycle):
                 pipe.publish(self._channel, data)
                 await pipe.execute()
 
-        with contextlib.suppress(_Down):
+        with contextlib.suppress(Down):
             await self._run("publish_close", op)
 
     # -- hedging statistics ------------------------------------------------------------------
@@ -245,160 +233,39 @@ class RedisState(Lifecycle):
             old, _ = self._tracked.popitem(last=False)
             self._ttft_seen.pop(old, None)
 
-    # -- budgets and usage -------------------------------------------------------------------
+    # -- budgets and usage (``SharedBudget``) -------------------------------------------------
 
     async def try_spend(
         self, period_keys: Mapping[str, str], limits_usd: Mapping[str, float | None]
     ) -> Admission:
-        """Admission: the shared spend of each period (``{"daily": "2026-12-01", "monthly":
-        "2026-12"}``) against its limit (``{"daily": 10.0, "monthly": None}``), the first
-        period in the given order whose spend reached it named in ``exceeded``. At once from
-        this replica's lease while it lasts (``source`` ``lease``); else one round trip, which
-        may grant a new lease; while degraded, the estimate from the last known shared spend."""
-        periods = list(period_keys)
-        names = [k.spend_key(self.prefix, p, key) for p, key in period_keys.items()]
-        limits = [limit_nano(limits_usd.get(p)) for p in periods]
-        self._limited = {n for n, limit in zip(names, limits, strict=True) if limit >= 0}
-        now = self._clock.monotonic()
-        if self._status == "redis" and self._leases.covers(names, limits, now):
-            _, spends = self._book.estimate(names, limits)
-            return _admission(periods, None, spends, "lease")
-        wants = [lease.want(limit, self._leases.average_cost) for limit in limits]
-        ttls = [k.period_ttl(p) for p in periods]
-        unwritten = [self._book.unwritten(name) for name in names]
-        args = [*limits, *(w for w, _ in wants), *(m for _, m in wants), *ttls, *unwritten]
-        try:
-            script = self._admit
-            if script is None:
-                raise _Down
-            out = await self._run("try_spend", lambda c: script(keys=names, args=args, client=c))
-        except _Down:
-            first, spends = self._book.estimate(names, limits)
-            return _admission(periods, None if first is None else first + 1, spends, "estimate")
-        n = len(names)
-        index, spends, grants = int(out[0]), [int(s) for s in out[1 : n + 1]], out[n + 1 :]
-        for name, spent, grant, ttl in zip(names, spends, grants, ttls, strict=True):
-            self._book.remember(name, spent)
-            self._leases.granted(name, int(grant), ttl, now)
-        return _admission(periods, index or None, spends, "redis")
+        return await self.budget.try_spend(period_keys, limits_usd)
 
     def record_spend(
         self, period_keys: Mapping[str, str], usage: UsageDelta, *, day: str | None = None
     ) -> None:
-        """After an answer: its cost to every period's shared spend and its tokens to the usage
-        counters of ``day`` (default ``period_keys["daily"]``), with the next flush. No I/O:
-        the cost comes out of the lease first, and what it did not cover on a key with a limit
-        is flushed at once (the other replicas' admissions need it); the rest within
-        ``flush_seconds``, in one round trip for every request meanwhile."""
-        amount = k.to_nano(usage.cost_usd) if usage.cost_usd is not None else 0
-        names = [k.spend_key(self.prefix, p, key) for p, key in period_keys.items()]
-        ttls = [k.period_ttl(p) for p in period_keys]
-        beyond = self._leases.spend(names, amount)
-        usage_day = day or period_keys.get("daily")
-        usage_key = k.usage_key(self.prefix, usage_day) if usage_day else None
-        self._book.keep(names, ttls, beyond, usage_key, usage_fields(usage))
-        if any(b > 0 and n in self._limited for n, b in zip(names, beyond, strict=True)):
-            self._flush_wanted.set()
+        self.budget.record_spend(period_keys, usage, day=day)
 
     async def add_spend(
         self, period_keys: Mapping[str, str], usage: UsageDelta, *, day: str | None = None
     ) -> Mapping[str, float] | None:
-        """``record_spend``, then wait for the flush that writes it: each period's shared
-        spend after it (leases granted included), or None when Redis did not take it (it is
-        kept and written when Redis is back)."""
-        self.record_spend(period_keys, usage, day=day)
-        if self._status != "redis":
-            return None
-        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._flush_waiters.append(written)
-        self._flush_wanted.set()
-        if not await written:
-            return None
-        return {
-            p: k.from_nano(self._book.known(k.spend_key(self.prefix, p, key)))
-            for p, key in period_keys.items()
-        }
+        return await self.budget.add_spend(period_keys, usage, day=day)
 
     async def flush(self) -> bool:
-        """One flush now (the flush task calls it; tests may too): the leases no admission
-        used for a while handed back, then everything pending written in one transaction.
-        True when it was written (or nothing was pending)."""
-        self._give_back(self._leases.release_idle(self._clock.monotonic()))
-        waiters, self._flush_waiters = self._flush_waiters, []
-        try:
-            await self._run("flush_spend", self._flush_pending)
-            written = True
-        except _Down:
-            written = False
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(written)
-        return written
+        return await self.budget.flush()
 
     async def usage_totals(self, days: Sequence[str]) -> list[UsageRow] | None:
-        """The shared usage counters of ``days`` (``2026-12-01``…), one row per day, model and
-        provider; None when Redis does not answer (read the local ledger instead)."""
-
-        async def op(client: Redis) -> list[Any]:
-            async with client.pipeline(transaction=False) as pipe:
-                for day in days:
-                    pipe.hgetall(k.usage_key(self.prefix, day))
-                return list(await pipe.execute())
-
-        try:
-            hashes = await self._run("usage_totals", op)
-        except _Down:
-            return None
-        return [row for day, raw in zip(days, hashes, strict=True) for row in usage_rows(day, raw)]
-
-    async def _flush_pending(self, client: Redis) -> None:
-        """Write the spend and usage pending, in one transaction, and remember each spend key's
-        new total."""
-        pending = self._book.take_pending()
-        if not pending:
-            return
-        try:
-            async with client.pipeline(transaction=True) as pipe:
-                for name, (nano, ttl) in pending.spend.items():
-                    pipe.incrby(name, nano)
-                    pipe.expire(name, ttl)
-                for name, counters in pending.usage.items():
-                    for field, delta in counters.items():
-                        pipe.hincrby(name, field, delta)
-                    pipe.expire(name, k.USAGE_TTL_S)
-                results = await pipe.execute()
-        except BaseException:
-            self._book.put_back(pending)
-            raise
-        self._book.written(pending, [int(results[2 * i]) for i in range(len(pending.spend))])
-        if self._book.dropped:
-            log.warning("shared_usage_dropped", counters=self._book.dropped, replica=self.replica)
-            self._book.dropped = 0
-
-    def _give_back(self, rest: Mapping[str, tuple[int, int]]) -> None:
-        """Leases handed back: their rest subtracted from the spend keys with the next flush."""
-        for name, (left, ttl) in rest.items():
-            self._book.keep([name], [ttl], [-left], None, [])
-
-    async def _flush_loop(self) -> None:
-        """Every ``flush_seconds``, or at once when asked: ``flush``."""
-        while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._flush_seconds):
-                    await self._flush_wanted.wait()
-            self._flush_wanted.clear()
-            await self.flush()
+        return await self.budget.usage_totals(days)
 
     # -- one bounded call --------------------------------------------------------------------
 
     async def _run(self, name: str, op: Callable[[Redis], Awaitable[T]]) -> T:
-        """``op`` on the connected client within ``timeout``; ``_Down`` at once when degraded,
+        """``op`` on the connected client within ``timeout``; ``Down`` at once when degraded,
         and on any failure (which degrades the state)."""
         from redis.exceptions import RedisError, ResponseError
 
         client = self._client
         if client is None or self._status != "redis":
-            raise _Down
+            raise Down
         acquired = False
         try:
             # One deadline for the wait for a slot and the call itself.
@@ -412,22 +279,22 @@ class RedisState(Lifecycle):
                 self._degrade(exc)
             else:
                 self.busy += 1  # this replica is saturated, Redis is not down: no degradation
-            raise _Down from None
+            raise Down from None
         except ResponseError as exc:
             # Redis answered, with an error (a key of another type under our prefix): not an
             # outage. Logged once per call kind.
             if name not in self._logged_errors:
                 self._logged_errors.add(name)
                 log.warning("shared_state_error", call=name, error=self._describe(exc))
-            raise _Down from None
+            raise Down from None
         except (RedisError, OSError) as exc:
             self._degrade(exc)
-            raise _Down from None
+            raise Down from None
         except Exception as exc:
             # Anything else from the client (uvloop's RuntimeError on a transport closed by a
             # degradation while this call was on it) is an outage too, never the request's.
             self._degrade(exc)
-            raise _Down from None
+            raise Down from None
         finally:
             if acquired:
                 self._slots.release()
@@ -441,9 +308,8 @@ class RedisState(Lifecycle):
         self._log_degraded(self._describe(exc))
         client, pubsub_client, pubsub = self._client, self._pubsub_client, self._pubsub
         self._client = self._pubsub_client = self._pubsub = None
-        self._admit = None
         # The leases are handed back: the next flush, when Redis is back, subtracts their rest.
-        self._give_back(self._leases.release_all())
+        self.budget.down()
         subscriber, self._subscriber = self._subscriber, None
         if subscriber is not None and subscriber is not asyncio.current_task():
             subscriber.cancel()
@@ -495,7 +361,7 @@ class RedisState(Lifecycle):
                 pubsub = pubsub_client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self._channel)
                 openings = await self._read_openings(client)
-                await self._flush_pending(client)
+                await self.budget.write_pending(client)
         except (RedisError, OSError, TimeoutError, ValueError) as exc:
             await self._close_clients(client, pubsub_client, pubsub)
             return self._describe(exc)
@@ -508,7 +374,7 @@ class RedisState(Lifecycle):
             await self._close_clients(client, pubsub_client, pubsub)
             return "closed"
         self._client, self._pubsub_client, self._pubsub = client, pubsub_client, pubsub
-        self._admit = client.register_script(ADMIT)
+        self.budget.script = client.register_script(ADMIT)
         self._status = "redis"
         self._subscriber = self._spawn(self._subscribe_loop(pubsub))
         for opening in openings:
@@ -591,7 +457,7 @@ class RedisState(Lifecycle):
         no request does."""
         while not self._closed:
             await asyncio.sleep(self._sync_seconds)
-            with contextlib.suppress(_Down):
+            with contextlib.suppress(Down):
                 await self.sync()
 
     async def sync(self) -> None:
@@ -645,13 +511,3 @@ class RedisState(Lifecycle):
         if self._password:
             text = text.replace(self._password, "***")
         return text
-
-
-def _admission(
-    periods: Sequence[str], index: int | None, spends: Sequence[int], source: Source
-) -> Admission:
-    return Admission(
-        periods[index - 1] if index else None,
-        {p: k.from_nano(s) for p, s in zip(periods, spends, strict=True)},
-        source,
-    )
