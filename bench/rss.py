@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The peer benchmark's S4 for the gateway and AIOHTTP_MIN only: idle and peak RSS, and the ratio.
 
-    .venv/bin/python bench/rss.py [--shared ../shared/bench] [--streams 1000] [--rounds 1]
+    .venv/bin/python bench/rss.py [--shared DIR] [--base TREE] [--rounds 1] [--runs 1]
 
 Starts the shared ``fake_upstream.py``, the gateway (``bench/start_gateway.sh``, from
 ``bench/.venv``) and ``aiohttp_min_proxy.py`` on 127.0.0.1, the peers pinned to CPU 1 and the
@@ -12,7 +12,9 @@ gateway's RSS before S4 in a full run is after S0-S3, not fresh; ``--no-warm`` s
 per round and peer S4 itself: ``loadgen.py -c STREAMS -n 1`` with the upstream sending 30
 chunks at 100 ms, the peer's RSS (its process tree, from /proc) sampled every 100 ms by the
 harness's own ``benchutil.py sample-rss``. Prints the RSS of each peer at start, before S4 and
-at its peak (MiB), and gateway ÷ AIOHTTP_MIN. Everything started is stopped by PID at the end.
+at its peak (MiB), and gateway ÷ AIOHTTP_MIN; with ``--runs N`` all that N times over with fresh
+processes, and the median first-round figures (the peak varies by a few MiB from run to run with
+the machine's load). Everything started is stopped by PID at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,7 +172,7 @@ class Bench:
                 proc.wait()
 
 
-def run(args: argparse.Namespace, logs: Path) -> None:
+def run(args: argparse.Namespace, logs: Path, turn: int = 0) -> dict[str, dict[str, object]]:
     bench = Bench(args, logs)
     up_port, gw_port, min_port = free_port(), free_port(), free_port()
     bench.upstream = f"http://127.0.0.1:{up_port}"
@@ -186,6 +189,16 @@ def run(args: argparse.Namespace, logs: Path) -> None:
             env = {"BENCH_KEY": KEY, **dict(args.env)}
             argv = [str(ROOT / "bench" / "start_gateway.sh"), str(gw_port), bench.upstream]
             peers["gateway"] = (bench.start("gateway", 1, argv, env), gw_port)
+        if args.base:  # another source tree of the gateway, from this tree's bench/.venv
+            base_port = free_port()
+            env = {
+                "BENCH_KEY": KEY,
+                "BENCH_VENV": str(ROOT / "bench" / ".venv"),
+                "PYTHONPATH": args.base,
+                **dict(args.env),
+            }
+            argv = [str(ROOT / "bench" / "start_gateway.sh"), str(base_port), bench.upstream]
+            peers["base"] = (bench.start("base", 1, argv, env), base_port)
         if "min" in args.only:
             argv = [
                 args.python,
@@ -207,8 +220,11 @@ def run(args: argparse.Namespace, logs: Path) -> None:
                 bench.warm(port, name == "gateway")
             time.sleep(2)
         bench.upcfg(0, args.chunks, 100)
+        names = list(peers)
+        order = names[turn % len(names) :] + names[: turn % len(names)]  # rotated run by run
         for r in range(args.rounds):
-            for name, (proc, port) in peers.items():
+            for name in order:
+                proc, port = peers[name]
                 before = bench.rss_mib(proc.pid)
                 peak, out = bench.s4(proc.pid, port)
                 rss[name].setdefault("before", []).append(before)  # type: ignore[union-attr]
@@ -221,6 +237,7 @@ def run(args: argparse.Namespace, logs: Path) -> None:
                 )
                 time.sleep(2)
         report(rss)
+        return rss
     finally:
         bench.stop()
 
@@ -258,8 +275,13 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--chunks", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=1, help="fresh processes each time; medians")
     ap.add_argument("--no-warm", action="store_true", help="S4 on fresh processes")
     ap.add_argument("--only", default="gateway,min", help="peers: gateway, min")
+    ap.add_argument(
+        "--base",
+        help="a gateway source tree to measure beside this one (e.g. main's, from git archive)",
+    )
     ap.add_argument(
         "--env",
         nargs=2,
@@ -271,8 +293,37 @@ def main() -> None:
     args = ap.parse_args()
     if not Path(args.python).exists():
         args.python = sys.executable
-    with tempfile.TemporaryDirectory(prefix="coderclaw-rss-") as logs:
-        run(args, Path(logs))
+    runs = []
+    for turn in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="coderclaw-rss-") as logs:
+            runs.append(run(args, Path(logs), turn))
+    if args.runs > 1:
+        median_report(runs)
+
+
+def median_report(runs: list[dict[str, dict[str, object]]]) -> None:
+    """The median over the runs of each figure of the first round, and of the ratio."""
+    print(f"\nmedians of {len(runs)} runs (first round):")
+    print("| peer | RSS at start MiB | RSS before S4 MiB | RSS peak MiB | peaks |")
+    print("|---|---|---|---|---|")
+    for name in runs[0]:
+        start = [float(r[name]["start"]) for r in runs]  # type: ignore[arg-type]
+        before = [r[name]["before"][0] for r in runs]  # type: ignore[index]
+        peak = [r[name]["peak"][0] for r in runs]  # type: ignore[index]
+        print(
+            f"| {name} | {statistics.median(start):.1f} | {statistics.median(before):.1f} "
+            f"| {statistics.median(peak):.1f} | {' / '.join(f'{v:.1f}' for v in peak)} |"
+        )
+    if "AIOHTTP_MIN" in runs[0]:
+        for name in (n for n in runs[0] if n != "AIOHTTP_MIN"):
+            ratios = [
+                r[name]["peak"][0] / r["AIOHTTP_MIN"]["peak"][0]  # type: ignore[index]
+                for r in runs
+            ]
+            print(
+                f"peak RSS {name} / AIOHTTP_MIN, median of runs: {statistics.median(ratios):.3f} "
+                f"({' / '.join(f'{x:.3f}' for x in ratios)})"
+            )
 
 
 if __name__ == "__main__":

@@ -520,9 +520,7 @@ class ChainEngine:
             # The first-token timeout covers the wait for the status line too: a model that
             # answers nothing at all is as silent as one that sends headers and no chunk.
             async with asyncio.timeout_at(first_deadline) as timer:
-                # Neither the encoded body nor its dict is kept for the stream's life:
-                # orjson's bytes hold a 4 KiB buffer whatever their length (1,000 open
-                # streams: 4 MiB).
+                # Neither the encoded body nor its dict is kept for the stream's life.
                 reply = await self.upstream.post_chat(
                     request.settings,
                     _encoded(request.body if body is None else body, attempt.ref),
@@ -539,9 +537,7 @@ class ChainEngine:
                     # Headers came: from now on the body may fall silent for idleSeconds at
                     # most between pieces (and never past the time budget); the timer moves
                     # only when the read has to wait (a small body came with the headers).
-                    def progress() -> None:
-                        timer.reschedule(min(loop.time() + timeouts.idle_seconds, total_deadline))
-
+                    progress = _idle_progress(timer, timeouts.idle_seconds, total_deadline)
                     silent = "the answer's body stalled past the idle timeout"
                     raw = await reply.read(MAX_BODY_BYTES, progress=progress)
                     return self._finish_plain(attempt, reply, raw)
@@ -674,9 +670,27 @@ async def _failed_answer(reply: UpstreamReply) -> Failed:
     )
 
 
+def _idle_progress(
+    timer: asyncio.Timeout, idle_seconds: float, total_deadline: float
+) -> Callable[[], None]:
+    """What a non-stream read calls when it has to wait: ``timer`` moves to ``idle_seconds``
+    from now, never past ``total_deadline``. (A closure made here, not in ``_attempt``: there
+    its variables would be cells for every attempt, streams too.)"""
+    loop = asyncio.get_running_loop()
+
+    def progress() -> None:
+        timer.reschedule(min(loop.time() + idle_seconds, total_deadline))
+
+    return progress
+
+
 def _encoded(body: dict[str, Any], ref: ModelRef) -> bytes:
-    """The upstream request body for one attempt: ``body`` with the model's upstream id."""
-    return wire.dumps({**body, "model": ref.upstream_id})
+    """The upstream request body for one attempt: ``body`` with the model's upstream id.
+
+    A copy of its own size: orjson's bytes keep the 4 KiB block they were written in whatever
+    their length, and the body waits for the router's status line (1,000 requests arriving
+    at once: 4 MiB held for that wait)."""
+    return bytes(memoryview(wire.dumps({**body, "model": ref.upstream_id})))
 
 
 def _error_param(raw: bytes) -> str | None:
