@@ -85,6 +85,17 @@ def can_rescue(body: Mapping[str, Any], saw_tool_calls: bool) -> bool:
     return not (body.get("logprobs") or body.get("top_logprobs"))
 
 
+def add_sent(sent: list[str], text: str) -> None:
+    """Add ``text`` to the sent text kept as pieces (``"".join(sent)`` is the text): the last
+    pieces are merged while one is not more than twice the size of the next, so a stream of
+    n characters keeps at most ~log2(n) pieces (a chunk's few characters would cost a 50-byte
+    string each for the stream's life) and each character is copied ~log2(n) times."""
+    sent.append(text)
+    while len(sent) > 1 and len(sent[-2]) <= 2 * len(sent[-1]):
+        last = sent.pop()
+        sent[-1] += last
+
+
 def continuation_request(body: Mapping[str, Any], sent_text: str) -> dict[str, Any]:
     """The original request with the text already sent as a final assistant message (prefill).
     ``body`` is not changed. ``max_tokens`` is left as it was (the gateway does not count the

@@ -13,6 +13,7 @@ from gateway.rescue import (
     Mismatch,
     PrefillMemory,
     PrefixCheck,
+    add_sent,
     can_rescue,
     continuation_request,
     is_prefill_rejection,
@@ -22,6 +23,41 @@ from gateway.rescue import (
 
 A = parse_ref("huggingface/org/model-a")
 B = parse_ref("huggingface/org/model-b")
+
+# -- the sent text, kept in few pieces --------------------------------------------------------
+
+SENT_CASES = [
+    # (pieces as they come, the pieces kept)
+    (["Hel"], ["Hel"]),
+    (["Hel", "lo"], ["Hello"]),  # 3 <= 2*2: merged
+    (["Hello, wor", "ld"], ["Hello, wor", "ld"]),  # 10 > 2*2: kept apart
+    (["a"] * 30, ["a" * 21, "a" * 8, "a"]),
+    (["tok "] * 30, ["tok " * 21, "tok " * 8, "tok "]),
+    (["long piece of text", "x", "y", "z"], ["long piece of text", "xyz"]),
+]
+
+
+@pytest.mark.parametrize(("pieces", "kept"), SENT_CASES)
+def test_add_sent_keeps_the_text_in_few_pieces(pieces: list[str], kept: list[str]) -> None:
+    """The sent text is the pieces joined, whatever their sizes, in at most ~log2(n) pieces
+    (a 30-chunk stream keeps 3 strings, not 30)."""
+    sent: list[str] = []
+    for piece in pieces:
+        add_sent(sent, piece)
+    assert sent == kept
+    assert "".join(sent) == "".join(pieces)
+
+
+def test_add_sent_bounds_the_pieces_of_a_long_stream() -> None:
+    """10,000 chunks of uneven sizes: the text is whole and at most 2*log2(n) pieces."""
+    sent: list[str] = []
+    pieces = [str(i % 97) * (1 + i % 5) for i in range(10_000)]
+    for piece in pieces:
+        add_sent(sent, piece)
+    text = "".join(pieces)
+    assert "".join(sent) == text
+    assert len(sent) <= 2 * len(text).bit_length()
+
 
 # -- prefill refusals ------------------------------------------------------------------------
 

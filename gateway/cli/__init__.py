@@ -1,10 +1,13 @@
 """The ``coderclaw`` command: parse arguments, make one call into the library, report errors.
 
-Each noun group lives in its own module; this module holds the root group and error handling.
+Each noun group lives in its own module, imported when its command runs (``coderclaw gateway
+run``, the daemon, loads none of the others' libraries); this module holds the root group and
+error handling.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -13,9 +16,33 @@ import click
 from gateway import __version__
 from gateway.errors import GatewayError
 
+# command name -> (module, attribute): the commands, imported on first use.
+COMMANDS = {
+    "config": ("gateway.cli.config_cmd", "config"),
+    "connect": ("gateway.cli.connect_cmd", "connect_group"),
+    "doctor": ("gateway.cli.doctor_cmd", "doctor"),
+    "gateway": ("gateway.cli.gateway_cmd", "gateway"),
+    "models": ("gateway.cli.models_cmd", "models"),
+    "onboard": ("gateway.cli.onboard_cmd", "onboard"),
+    "status": ("gateway.cli.status_cmd", "status"),
+    "usage": ("gateway.cli.usage_cmd", "usage"),
+}
+
 
 class _Root(click.Group):
-    """Turns every ``GatewayError`` into a message on stderr and the error's exit status."""
+    """Turns every ``GatewayError`` into a message on stderr and the error's exit status;
+    imports a command's module when the command is asked for (``COMMANDS``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        command = getattr(importlib.import_module(spec[0]), spec[1])
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -35,20 +62,3 @@ def main() -> None:
     Start here:  coderclaw onboard --auth-choice huggingface-api-key
     Then:        coderclaw gateway        (serves http://127.0.0.1:18789/v1)
     """
-
-
-def _register() -> None:
-    from gateway.cli import config_cmd, doctor_cmd, gateway_cmd, models_cmd, onboard_cmd, usage_cmd
-    from gateway.cli.connect_cmd import connect_group
-    from gateway.cli.status_cmd import status
-
-    main.add_command(models_cmd.models)
-    main.add_command(config_cmd.config)
-    main.add_command(connect_group)
-    main.add_command(usage_cmd.usage)
-    main.add_command(status)
-    for module in (gateway_cmd, onboard_cmd, doctor_cmd):
-        module.register(main)
-
-
-_register()

@@ -38,7 +38,3 @@ def doctor(as_json: bool) -> None:
         for check in checks:
             click.echo(format_check(check))
     sys.exit(exit_code(checks))
-
-
-def register(main: click.Group) -> None:
-    main.add_command(doctor)

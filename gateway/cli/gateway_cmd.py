@@ -7,7 +7,27 @@ import sys
 import click
 
 
-@click.group(invoke_without_command=True)
+class _GatewayGroup(click.Group):
+    """``run``, and the service commands (``service_cmd``), attached when one is asked for:
+    ``gateway run`` does not import the service manager."""
+
+    def _attach(self) -> None:
+        if "install" not in self.commands:
+            from gateway.cli.service_cmd import add_service_commands
+
+            add_service_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._attach()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self._attach()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_GatewayGroup, invoke_without_command=True)
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (wins over the config).")
 @click.option(
     "--bind", type=click.Choice(["loopback", "lan", "custom"]), help="Interface to listen on."
@@ -41,10 +61,3 @@ def _run(port: int | None, bind: str | None, host: str | None) -> None:
     if host and not bind:
         bind = "custom"
     sys.exit(run_gateway(Overrides(port=port, bind=bind, host=host)))
-
-
-def register(main: click.Group) -> None:
-    from gateway.cli.service_cmd import add_service_commands
-
-    add_service_commands(gateway)
-    main.add_command(gateway)

@@ -211,7 +211,3 @@ def onboard(
 
 def _with_service(result: OnboardResult, summary: str) -> OnboardResult:
     return replace(result, service=summary.strip().splitlines()[0] if summary.strip() else "ok")
-
-
-def register(main: click.Group) -> None:
-    main.add_command(onboard)

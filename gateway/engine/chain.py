@@ -117,6 +117,10 @@ class ChainEngine:
             self.on_ttft(ref, seconds)
 
     async def run(self, request: ChatRequest, sink: Sink) -> web.StreamResponse:
+        """The chain, model after model (a half-open one as a probe, when no other request is
+        probing it), until one serves, one's answer must go to the client as it is, or the
+        time budget is spent; the request's record is logged in any case. One coroutine
+        frame for the request's life (1,000 open streams hold 1,000 of each)."""
         record = RequestRecord(
             request_id=request.request_id,
             dialect=request.dialect,
@@ -126,7 +130,28 @@ class ChainEngine:
             started=self.clock.monotonic(),
         )
         try:
-            return await self._run_chain(request, record, sink)
+            gw = request.settings.config.gateway
+            deadline = asyncio.get_running_loop().time() + gw.timeouts.total_seconds
+            last: Failed | None = None
+            now = self.clock.monotonic()
+            self.hedge_budget.record_request(now)
+            plan = list(self.breaker.plan(request.chain, now))  # a few models: a list is smallest
+            while plan:
+                planned = plan.pop(0)
+                ticket = self._probe_ticket(planned)
+                if ticket is False:
+                    continue  # another request is probing it: skip, as an open one
+                try:
+                    result = await self._try_model(request, record, sink, planned, plan, deadline)
+                finally:
+                    if isinstance(ticket, ProbeTicket):
+                        self.breaker.release_probe(ticket)
+                if isinstance(result, web.StreamResponse):
+                    return result
+                if result is None:
+                    return self._exhausted(request, record, sink, last, budget_spent=True)
+                last = result
+            return self._exhausted(request, record, sink, last, budget_spent=False)
         except asyncio.CancelledError:
             if record.outcome == "error":  # not already told: the client left, or the drain
                 record.outcome = "shutdown" if self.draining else "client_closed"
@@ -155,33 +180,6 @@ class ChainEngine:
 
     def flush_logs(self) -> None:
         self.log.flush()
-
-    async def _run_chain(
-        self, request: ChatRequest, record: RequestRecord, sink: Sink
-    ) -> web.StreamResponse:
-        gw = request.settings.config.gateway
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + gw.timeouts.total_seconds
-        last: Failed | None = None
-        now = self.clock.monotonic()
-        self.hedge_budget.record_request(now)
-        plan = list(self.breaker.plan(request.chain, now))  # a few models: a list is smallest
-        while plan:
-            planned = plan.pop(0)
-            ticket = self._probe_ticket(planned)
-            if ticket is False:
-                continue  # another request is probing it: skip, as an open one
-            try:
-                result = await self._try_model(request, record, sink, planned, plan, deadline)
-            finally:
-                if isinstance(ticket, ProbeTicket):
-                    self.breaker.release_probe(ticket)
-            if isinstance(result, web.StreamResponse):
-                return result
-            if result is None:
-                return self._exhausted(request, record, sink, last, budget_spent=True)
-            last = result
-        return self._exhausted(request, record, sink, last, budget_spent=False)
 
     def _probe_ticket(self, planned: Planned) -> ProbeTicket | bool:
         """True for a closed model, the ticket of a half-open one, False when it is taken."""
@@ -507,8 +505,6 @@ class ChainEngine:
         request = attempt.request
         gw = request.settings.config.gateway
         timeouts = gw.timeouts
-        body = dict(request.body if body is None else body)
-        body["model"] = attempt.ref.upstream_id
         if (
             request.stream
             and attempt.sent is None
@@ -524,11 +520,10 @@ class ChainEngine:
             # The first-token timeout covers the wait for the status line too: a model that
             # answers nothing at all is as silent as one that sends headers and no chunk.
             async with asyncio.timeout_at(first_deadline) as timer:
-                # The encoded body is not kept for the stream's life: orjson's bytes hold a
-                # 4 KiB buffer whatever their length (1,000 open streams: 4 MiB).
+                # Neither the encoded body nor its dict is kept for the stream's life.
                 reply = await self.upstream.post_chat(
                     request.settings,
-                    wire.dumps(body),
+                    _encoded(request.body if body is None else body, attempt.ref),
                     stream=request.stream,
                     client_headers=request.client.headers,
                 )
@@ -542,9 +537,7 @@ class ChainEngine:
                     # Headers came: from now on the body may fall silent for idleSeconds at
                     # most between pieces (and never past the time budget); the timer moves
                     # only when the read has to wait (a small body came with the headers).
-                    def progress() -> None:
-                        timer.reschedule(min(loop.time() + timeouts.idle_seconds, total_deadline))
-
+                    progress = _idle_progress(timer, timeouts.idle_seconds, total_deadline)
                     silent = "the answer's body stalled past the idle timeout"
                     raw = await reply.read(MAX_BODY_BYTES, progress=progress)
                     return self._finish_plain(attempt, reply, raw)
@@ -675,6 +668,29 @@ async def _failed_answer(reply: UpstreamReply) -> Failed:
         parse_retry_after(reply.headers.get("Retry-After")),
         _error_param(raw),
     )
+
+
+def _idle_progress(
+    timer: asyncio.Timeout, idle_seconds: float, total_deadline: float
+) -> Callable[[], None]:
+    """What a non-stream read calls when it has to wait: ``timer`` moves to ``idle_seconds``
+    from now, never past ``total_deadline``. (A closure made here, not in ``_attempt``: there
+    its variables would be cells for every attempt, streams too.)"""
+    loop = asyncio.get_running_loop()
+
+    def progress() -> None:
+        timer.reschedule(min(loop.time() + idle_seconds, total_deadline))
+
+    return progress
+
+
+def _encoded(body: dict[str, Any], ref: ModelRef) -> bytes:
+    """The upstream request body for one attempt: ``body`` with the model's upstream id.
+
+    A copy of its own size: orjson's bytes keep the 4 KiB block they were written in whatever
+    their length, and the body waits for the router's status line (1,000 requests arriving
+    at once: 4 MiB held for that wait)."""
+    return bytes(memoryview(wire.dumps({**body, "model": ref.upstream_id})))
 
 
 def _error_param(raw: bytes) -> str | None:

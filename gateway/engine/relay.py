@@ -19,7 +19,7 @@ from gateway.engine.record import AttemptLog, RequestRecord, log
 from gateway.errors import UpstreamError, UpstreamTooLarge
 from gateway.observe import SecretRedactor
 from gateway.refs import ModelRef
-from gateway.rescue import ContinuationCheck, Mismatch, PrefixCheck
+from gateway.rescue import ContinuationCheck, Mismatch, PrefixCheck, add_sent
 from gateway.routing import Failure
 from gateway.upstream import UpstreamReply
 
@@ -203,7 +203,7 @@ def _track(attempt: Attempt, chunk: dict[str, Any]) -> dict[str, Any] | object |
         if not text and not choice.get("finish_reason") and not delta.get("tool_calls"):
             return chunk if chunk.get("usage") else None
     if isinstance(text, str) and text and attempt.sent is not None:
-        attempt.sent.append(text)
+        add_sent(attempt.sent, text)
     return chunk
 
 
@@ -217,51 +217,41 @@ async def relay_stream(
     loop = asyncio.get_running_loop()
     ref_name = str(attempt.ref)
     out: web.StreamResponse | None = attempt.out
-    tracking = attempt.sent is not None
     finished = False
-    batch: list[dict[str, Any]] = []
     writing = False  # a timeout while writing means the client, not the upstream, stalled
     try:
         async with asyncio.timeout_at(first_deadline) as timer:
             async for events in reply.events():
-                ended = False
-                for data in events:
-                    if data.startswith(b"[DONE]"):
-                        ended = True
-                        break
-                    chunk = _chunk_of(attempt, reply.provider, data, ref_name)
-                    if isinstance(chunk, StreamError):  # an upstream error event
-                        if out is None and not batch:
-                            message, type_, code = wire.parse_upstream_error(502, data)
-                            return Failed(502, None, message, code, type_)
-                        # Chunks came first (in this very read, maybe): the stream is committed
-                        # to this model, and its failure is told honestly.
-                        if out is None:
-                            out = await attempt.commit(reply.provider)
-                        if batch:
-                            await sink.chunks(batch)
-                        return await _cut(attempt, out, chunk)
-                    if chunk is not None and tracking:
-                        tracked = _track(attempt, chunk)
-                        if tracked is _MISMATCH:
-                            assert out is not None
-                            return Broken(attempt, out, StreamError("mismatch"), mismatch=True)
-                        chunk = tracked if isinstance(tracked, dict) else None
-                    if chunk is not None:
-                        batch.append(chunk)
-                        if not finished and _finished(record, chunk):
-                            finished = True
+                batch, ended, stop, raw = _batch_of(attempt, reply.provider, events, ref_name)
+                if stop is _MISMATCH:
+                    assert out is not None
+                    return Broken(attempt, out, StreamError("mismatch"), mismatch=True)
+                if isinstance(stop, StreamError):  # an upstream error event
+                    if out is None and not batch:
+                        message, type_, code = wire.parse_upstream_error(502, raw)
+                        return Failed(502, None, message, code, type_)
+                    # Chunks came first (in this very read, maybe): the stream is committed
+                    # to this model, and its failure is told honestly.
+                    if out is None:
+                        out = await attempt.commit(reply.provider)
+                    if batch:
+                        await sink.chunks(batch)
+                    return await _cut(attempt, out, stop)
                 if batch:
+                    if not finished:
+                        finished = _finished(record, batch)
                     if out is None:
                         out = await attempt.commit(reply.provider)
                     writing = True
                     await sink.chunks(batch)
                     writing = False
-                    batch = []
                 if out is not None:  # until the first chunk, the first-token deadline holds
                     timer.reschedule(min(loop.time() + idle, total_deadline))
                 if ended:
                     break
+                # Nothing of this read stays referenced while the next one is awaited: its
+                # parsed chunks are ~1 KiB a stream (1,000 open streams: 1 MiB).
+                del events, batch
     except ClientGone:
         record.outcome = "client_closed"
         # The rest of the upstream stream is not read: its connection is closed.
@@ -330,6 +320,30 @@ async def _ended(
     return out
 
 
+def _batch_of(
+    attempt: Attempt, provider: str | None, events: list[bytes], ref_name: str
+) -> tuple[list[dict[str, Any]], bool, StreamError | object | None, bytes]:
+    """The chunks of one read to relay; whether ``[DONE]`` ended the stream; what stopped the
+    read early, if anything: an upstream error event (and its bytes) or ``_MISMATCH`` (a
+    rescue's text did not reproduce what the client has)."""
+    batch: list[dict[str, Any]] = []
+    tracking = attempt.sent is not None
+    for data in events:
+        if data.startswith(b"[DONE]"):
+            return batch, True, None, b""
+        chunk = _chunk_of(attempt, provider, data, ref_name)
+        if isinstance(chunk, StreamError):
+            return batch, False, chunk, data
+        if chunk is not None and tracking:
+            tracked = _track(attempt, chunk)
+            if tracked is _MISMATCH:
+                return batch, False, _MISMATCH, b""
+            chunk = tracked if isinstance(tracked, dict) else None
+        if chunk is not None:
+            batch.append(chunk)
+    return batch, False, None, b""
+
+
 def _chunk_of(
     attempt: Attempt, provider: str | None, data: bytes, ref_name: str
 ) -> dict[str, Any] | StreamError | None:
@@ -355,12 +369,14 @@ def _chunk_of(
     return obj
 
 
-def _finished(record: RequestRecord, chunk: dict[str, Any]) -> bool:
-    """Whether ``chunk`` carries a ``finish_reason`` (recorded for the log line)."""
-    choices = chunk.get("choices")
-    if isinstance(choices, list):
-        for choice in choices:
-            if isinstance(choice, dict) and choice.get("finish_reason"):
-                record.finish_reason = str(choice["finish_reason"])
-                return True
+def _finished(record: RequestRecord, chunks: list[dict[str, Any]]) -> bool:
+    """Whether one of ``chunks`` carries a ``finish_reason`` (the first is recorded for the log
+    line)."""
+    for chunk in chunks:
+        choices = chunk.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    record.finish_reason = str(choice["finish_reason"])
+                    return True
     return False

@@ -140,6 +140,9 @@ def _refuse_newer(conn: sqlite3.Connection, version: int | None = None) -> None:
         )
 
 
+WRITER_CACHE_KIB = 256  # the page cache of a connection that writes (SQLite's default: 2 MiB)
+
+
 def rollback(conn: sqlite3.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):
         if conn.in_transaction:
@@ -178,6 +181,11 @@ def connect(
         else:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # Writes append (usage rows in time order); a response's random id touches one
+            # path of its index. SQLite's default 2 MiB page cache would fill up and stay in
+            # the writer thread's memory for the daemon's life; the file's pages are in the
+            # OS cache anyway.
+            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         return conn
     except sqlite3.DatabaseError as exc:
         if _code(exc) == sqlite3.SQLITE_NOTADB:
