@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC
@@ -434,3 +435,20 @@ async def test_maintenance_that_keeps_failing_on_a_lock_is_retried_without_spinn
         await database.stop()
     assert len(calls) >= 3, "the failed maintenance was not retried"
     assert used < 0.3, f"the writer used {used:.2f} s of CPU in 1 s while waiting to retry"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_the_writer_thread_runs_at_the_lowest_cpu_priority_and_the_loop_does_not(
+    tmp_path: Path,
+) -> None:
+    """The writer's batches must not take the CPU from the event loop: its thread runs at nice
+    19, the thread that opened the database keeps its own priority."""
+    db = Database(tmp_path / "coderclaw.db")
+    db.open()
+    try:
+        [writer] = [t for t in threading.enumerate() if t.name == "coderclaw-db-write"]
+        assert writer.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, writer.native_id) == 19
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
+    finally:
+        db.close()

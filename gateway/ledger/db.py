@@ -19,8 +19,10 @@ The file, its schema and its migrations are ``gateway.ledger.schema``'s.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -157,6 +159,7 @@ class Database:
         return await asyncio.to_thread(self.flush, within_s)
 
     def _run(self) -> None:
+        lower_this_threads_priority()
         conn = self._open_writer(first=True)
         self._ready.set()
         if self._fatal is not None:
@@ -385,3 +388,21 @@ class Database:
 
 def _nothing(conn: sqlite3.Connection) -> None:
     return None
+
+
+WRITER_NICE = 19
+
+
+def lower_this_threads_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: nice 19 for this thread only).
+
+    The writer's batches then take the CPU the event loop leaves: on a core shared with the
+    loop, a 200-row batch ran between two requests' steps and showed in their latency (one
+    connection, p99 2.2-2.6 ms -> 1.4-1.9 ms). Elsewhere (macOS, Windows) it does nothing: a
+    thread id there is not a ``setpriority`` target."""
+    if sys.platform != "linux":
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+    except OSError:
+        return  # a sandbox that forbids it: the writer runs at the process's priority
