@@ -105,20 +105,32 @@ _LEVEL = _LevelFilter()
 _PROCESSORS: list[Any] = []
 
 
+def hold_writes() -> bool:
+    """Keep the lines logged from now on for one write at ``release_writes``. False (and
+    nothing changes) when they are already held: the holder that got True releases them."""
+    if _SINK.held is not None:
+        return False
+    _SINK.held = []
+    return True
+
+
+def release_writes() -> None:
+    """Write the held lines in one write, and write each line at once again."""
+    held, _SINK.held = _SINK.held, None
+    if held:
+        _SINK.stream.write("".join(held))
+        _SINK.stream.flush()
+
+
 @contextmanager
 def batched_writes() -> Iterator[None]:
     """Lines logged inside the block reach the stream in one write at its end."""
-    if _SINK.held is not None:  # already inside one
-        yield
-        return
-    _SINK.held = []
+    mine = hold_writes()
     try:
         yield
     finally:
-        held, _SINK.held = _SINK.held, None
-        if held:
-            _SINK.stream.write("".join(held))
-            _SINK.stream.flush()
+        if mine:
+            release_writes()
 
 
 def setup_logging(

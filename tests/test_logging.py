@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from gateway.engine.record import LOG_DELAY, RequestLog, RequestRecord
+from gateway.engine.record import LOG_DELAY, LOG_SLICE, RequestLog, RequestRecord
 from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, SecretRedactor, batched_writes, setup_logging
 from gateway.refs import ModelRef
@@ -186,9 +187,10 @@ def test_clean_token(raw: str | None, clean: str | None) -> None:
 
 
 async def test_request_lines_go_out_a_slice_per_loop_turn_after_the_delay() -> None:
-    """20 finished requests: nothing before LOG_DELAY, then lines in slices of LOG_SLICE, one
-    write per slice and one slice per turn of the loop (a request arriving meanwhile waits for
-    one slice, not all 20 lines); flush() writes whatever is left at once."""
+    """20 finished requests: nothing before LOG_DELAY, then LOG_SLICE requests logged per turn
+    of the loop (a request in flight meanwhile waits for one slice at each of its turns, not
+    for all 20), their lines held until the last slice and written in one write; flush()
+    writes whatever is left at once."""
 
     class Recording(io.StringIO):
         def __init__(self) -> None:
@@ -203,12 +205,25 @@ async def test_request_lines_go_out_a_slice_per_loop_turn_after_the_delay() -> N
     setup_logging("info", "json", stream=out)
     journal = RequestLog(Metrics())
     ref = ModelRef("org/model-a")
+
+    def logged() -> int:
+        return int(sum(journal.metrics.requests.counts.values()))
+
     for n in range(20):
         journal.add(RequestRecord(f"r{n}", "chat", "coderclaw", False, [ref], started=0.0))
     await asyncio.sleep(LOG_DELAY / 2)
-    assert out.writes == []
-    await asyncio.sleep(LOG_DELAY * 2)
-    assert len(out.writes) == 3  # 8 + 8 + 4 lines
+    assert (out.writes, logged()) == ([], 0)
+    async with asyncio.timeout(1.0):
+        while logged() == 0:  # noqa: ASYNC110 (the log's own timer, no event to wait on)
+            await asyncio.sleep(0.001)
+    progress = [logged()]
+    while progress[-1] < 20:
+        assert out.writes == []  # held until the last slice
+        await asyncio.sleep(0)
+        progress.append(logged())
+    steps = [b - a for a, b in itertools.pairwise(progress)]
+    assert progress[0] < 20 and all(0 <= step <= LOG_SLICE for step in steps), progress
+    assert len(out.writes) == 1
     assert [line["request_id"] for line in _lines(out)] == [f"r{n}" for n in range(20)]
     journal.add(RequestRecord("late", "chat", "coderclaw", False, [ref], started=0.0))
     journal.flush()
