@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from gateway.engine.record import LOG_DELAY, LOG_SLICE, RequestLog, RequestRecord
+from gateway.engine.record import LOG_DELAY, LOG_SLICE, ROUND_TURNS, RequestLog, RequestRecord
 from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, SecretRedactor, batched_writes, setup_logging
 from gateway.refs import ModelRef
@@ -228,3 +228,31 @@ async def test_request_lines_go_out_a_slice_per_loop_turn_after_the_delay() -> N
     journal.add(RequestRecord("late", "chat", "coderclaw", False, [ref], started=0.0))
     journal.flush()
     assert _lines(out)[-1]["request_id"] == "late"
+
+
+async def test_a_round_ends_within_its_turns_while_requests_keep_finishing() -> None:
+    """Under load (320 finished at once, then 10 more at every turn of the loop) a round logs
+    the 320 within ROUND_TURNS turns and writes them: the requests finishing meanwhile wait
+    for the next round instead of holding the lines (and their records) without end."""
+    out = io.StringIO()
+    setup_logging("info", "json", stream=out)
+    journal = RequestLog(Metrics())
+    ref = ModelRef("org/model-a")
+
+    def record(name: str) -> RequestRecord:
+        return RequestRecord(name, "chat", "coderclaw", False, [ref], started=0.0)
+
+    for n in range(320):
+        journal.add(record(f"r{n}"))
+    async with asyncio.timeout(1.0):
+        while sum(journal.metrics.requests.counts.values()) == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+    for turn in range(ROUND_TURNS + 2):
+        for n in range(10):
+            journal.add(record(f"t{turn}-{n}"))
+        await asyncio.sleep(0)
+    written = [line["request_id"] for line in _lines(out)]
+    assert written[:320] == [f"r{n}" for n in range(320)]
+    assert not any(name.startswith("t") for name in written)  # the next round's
+    journal.flush()
+    assert len(_lines(out)) == 320 + 10 * (ROUND_TURNS + 2)

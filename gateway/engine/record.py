@@ -33,11 +33,13 @@ RECENT = 50  # the finished requests the status page shows
 # delays the rest of the burst: a finished request's log line and counters wait this long, then
 # go out with the others finished meanwhile. /metrics and shutdown flush them first.
 LOG_DELAY = 0.02
-# Written at most this many at a time, one slice per turn of the loop: a request in flight
-# while the lines of the last 20 ms go out waits for one slice at each of its turns, not for
-# all of them (8 at a time made one request in thirty wait ~0.6 ms over its four turns). The
-# lines of all the slices still reach the stream in one write.
+# A round logs the requests finished before it began, a slice per turn of the loop: a request
+# in flight meanwhile waits for one slice at each of its turns, not for all of them (8 at a
+# time made one request in thirty wait ~0.6 ms over its four turns). A slice is LOG_SLICE
+# requests, or more when the round would take more than ROUND_TURNS turns (under load, so the
+# requests finished meanwhile never outrun it). A round's lines reach the stream in one write.
 LOG_SLICE = 2
+ROUND_TURNS = 16
 
 
 @dataclass(slots=True)
@@ -141,7 +143,9 @@ class RequestLog:
         self.metrics = metrics
         self._finished: list[RequestRecord] = []
         self._flush_at: asyncio.Handle | None = None
-        self._holding = False  # the lines of the slices written so far are held (one write)
+        self._round: list[RequestRecord] = []  # the round under way: still to be logged
+        self._per_turn = LOG_SLICE
+        self._holding = False  # the round's lines written so far are held (one write)
         self.ledger: LedgerWriter | None = None
         self._catalog: Callable[[], Catalog] | None = None
         self._clock: Clock | None = None
@@ -182,25 +186,32 @@ class RequestLog:
             self._flush_at = loop.call_later(LOG_DELAY, self._flush_slice)
 
     def _flush_slice(self) -> None:
-        """Log up to ``LOG_SLICE`` requests, and come back next turn for the rest; the lines
-        are held until the last slice, and go out in one write."""
+        """One slice of the round (starting it if none is under way), and the next slice next
+        turn; at the round's end its lines go out in one write, and the requests finished
+        during it wait ``LOG_DELAY`` for the next round."""
+        loop = asyncio.get_running_loop()
         self._flush_at = None
-        if not self._holding:
+        if not self._round:
+            self._round, self._finished = self._finished, []
+            self._per_turn = max(LOG_SLICE, -(-len(self._round) // ROUND_TURNS))
             self._holding = hold_writes()
-        batch, self._finished = self._finished[:LOG_SLICE], self._finished[LOG_SLICE:]
+        batch = self._round[: self._per_turn]
+        del self._round[: self._per_turn]
         for record in batch:
             self._write(record)
+        if self._round:
+            self._flush_at = loop.call_soon(self._flush_slice)
+            return
+        self._release()
         if self._finished:
-            self._flush_at = asyncio.get_running_loop().call_soon(self._flush_slice)
-        else:
-            self._release()
+            self._flush_at = loop.call_later(LOG_DELAY, self._flush_slice)
 
     def flush(self) -> None:
         """Write the log lines and counters of the requests finished so far."""
         if self._flush_at is not None:
             self._flush_at.cancel()
             self._flush_at = None
-        finished, self._finished = self._finished, []
+        finished, self._round, self._finished = [*self._round, *self._finished], [], []
         with batched_writes():
             for record in finished:
                 self._write(record)
