@@ -219,10 +219,13 @@ class SharedBudget:
             await self.flush()
 
     def down(self) -> None:
-        """Redis is gone: no script, and the leases handed back (the flush when Redis is back
-        subtracts their rest)."""
+        """Redis is gone: no script, and the leases dropped, their rest left counted as spent.
+        Handing it back would be wrong when Redis comes back without its data (a restart
+        without persistence): it would subtract slices that Redis no longer holds, and the
+        shared spend would go below what was spent. An outage costs each replica at most its
+        lease's rest (1/64 of the budget), on the safe side."""
         self.script = None
-        self._give_back(self._leases.release_all())
+        self._leases.release_all()
 
     async def close(self) -> None:
         """Hand the leases back and write what is pending (bounded by the state's timeout)."""

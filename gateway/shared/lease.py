@@ -96,7 +96,7 @@ class Leases:
         return self._release(idle)
 
     def release_all(self) -> dict[str, tuple[int, int]]:
-        """Every lease handed back (Redis is down, or the replica stops)."""
+        """Every lease ended: handed back when the replica stops, dropped when Redis is down."""
         return self._release(list(self._held))
 
     def held(self) -> dict[str, int]:

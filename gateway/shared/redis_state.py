@@ -308,7 +308,7 @@ class RedisState(Lifecycle):
         self._log_degraded(self._describe(exc))
         client, pubsub_client, pubsub = self._client, self._pubsub_client, self._pubsub
         self._client = self._pubsub_client = self._pubsub = None
-        # The leases are handed back: the next flush, when Redis is back, subtracts their rest.
+        # The leases are dropped (their rest stays counted: Redis may come back without it).
         self.budget.down()
         subscriber, self._subscriber = self._subscriber, None
         if subscriber is not None and subscriber is not asyncio.current_task():
