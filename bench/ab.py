@@ -85,8 +85,14 @@ async def p50_ms(url: str, headers: dict[str, str]) -> float:
     return statistics.median(times)
 
 
-async def one_round(name: str, gw: str, pid: int, upstream: str, args: argparse.Namespace,
-                    out: dict[str, dict[str, list[float]]]) -> None:
+async def one_round(
+    name: str,
+    gw: str,
+    pid: int,
+    upstream: str,
+    args: argparse.Namespace,
+    out: dict[str, dict[str, list[float]]],
+) -> None:
     await answers(upstream)
     await asyncio.sleep(0.5)
     c0 = cpu_seconds(pid)
@@ -105,8 +111,9 @@ async def one_round(name: str, gw: str, pid: int, upstream: str, args: argparse.
     out[name]["s0_added_p50_ms"].append(through - direct)
 
 
-async def measure(args: argparse.Namespace, upstream: str, gateways: dict[str, tuple[str, int]]
-                  ) -> dict[str, dict[str, list[float]]]:
+async def measure(
+    args: argparse.Namespace, upstream: str, gateways: dict[str, tuple[str, int]]
+) -> dict[str, dict[str, list[float]]]:
     keys = ("s1_cpu_us_per_request", "s3_cpu_ms_per_1000_chunks", "s0_added_p50_ms")
     out = {name: {k: [] for k in keys} for name in gateways}
     for gw, _ in gateways.values():  # warm-up
@@ -156,8 +163,19 @@ def main() -> None:
     start = str(ROOT / "bench" / "start_gateway.sh")
     with tempfile.TemporaryDirectory(prefix="coderclaw-ab-bench-") as logs:
         up = subprocess.Popen(
-            pinned(0, [sys.executable, str(fake), "--port", str(up_port), "--chunks", "100",
-                       "--chunk-delay-ms", "1"]),
+            pinned(
+                0,
+                [
+                    sys.executable,
+                    str(fake),
+                    "--port",
+                    str(up_port),
+                    "--chunks",
+                    "100",
+                    "--chunk-delay-ms",
+                    "1",
+                ],
+            ),
             stdout=open(Path(logs) / "upstream.log", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
         )

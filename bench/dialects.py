@@ -20,9 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from benchkit import add_env_option, free_port, pinned
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNKS = 100
@@ -86,23 +85,11 @@ class Load:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` and its children (the gateway execs, so it is one)."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pinned(cpu: int, argv: list[str]) -> list[str]:
-    if os.environ.get("NOPIN") or not shutil.which("taskset"):
-        return argv
-    return ["taskset", "-c", str(cpu), *argv]
 
 
 async def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 20) -> None:
@@ -268,14 +255,7 @@ def main() -> None:
     ap.add_argument("--warm", type=float, default=1.0)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--only", default="chat,responses,messages", help="dialects, comma-separated")
-    ap.add_argument(
-        "--env",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="an environment variable for the gateway (e.g. a config switch)",
-    )
+    add_env_option(ap, "an environment variable for the gateway (e.g. a config switch)")
     args = ap.parse_args()
     run(args)
 

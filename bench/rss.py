@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,20 +31,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchkit import add_env_option, free_port, pinned
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-bench-rss"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(cpu: int, argv: list[str]) -> list[str]:
-    if os.environ.get("NOPIN") or not shutil.which("taskset"):
-        return argv
-    return ["taskset", "-c", str(cpu), *argv]
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 120) -> None:
@@ -282,14 +270,7 @@ def main() -> None:
         "--base",
         help="a gateway source tree to measure beside this one (e.g. main's, from git archive)",
     )
-    ap.add_argument(
-        "--env",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="an environment variable for the gateway",
-    )
+    add_env_option(ap, "an environment variable for the gateway")
     args = ap.parse_args()
     if not Path(args.python).exists():
         args.python = sys.executable
