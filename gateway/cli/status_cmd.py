@@ -91,16 +91,22 @@ def _dash(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def render(doc: dict[str, Any]) -> str:
-    """The status document as the terminal shows it (pure)."""
-    parts = [
+def _header(doc: dict[str, Any]) -> str:
+    """Version, address and uptime; with several replicas (SPEC §13), which one and its state."""
+    header = (
         f"CoderClaw gateway {doc.get('version')} on {doc.get('listen')}, "
         f"up {_seconds(doc.get('uptime_s'))}"
-    ]
+    )
     shared = doc.get("shared_state")
-    if shared in ("redis", "degraded"):  # several replicas (SPEC §13)
+    if shared in ("redis", "degraded"):
         say = "joined" if shared == "redis" else "degraded: on its own state until Redis answers"
-        parts[0] += f"\nreplica {_dash(doc.get('replica'))}, shared state {say}"
+        header += f"\nreplica {_dash(doc.get('replica'))}, shared state {say}"
+    return header
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The status document as the terminal shows it (pure)."""
+    parts = [_header(doc)]
     chain = doc.get("chain") or []
     parts.append(
         format_table(
