@@ -17,11 +17,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, tzinfo
+from datetime import tzinfo
 from functools import partial
 from operator import attrgetter
 from typing import Literal, TextIO
 
+from gateway.isotime import iso_utc
 from gateway.ledger.budget import Budgets, Refusal, WarnedState, check, warnings
 from gateway.ledger.db import Database, Job
 from gateway.ledger.period import (
@@ -67,10 +68,6 @@ class UsageRow:
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRow))
 CSV_COLUMNS: tuple[str, ...] = ("time", *COLUMNS)
-
-
-def iso_utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _INSERT = (
