@@ -23,6 +23,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 # Methods and request headers an allowed origin may use (the three dialects' SDKs send these).
@@ -52,9 +53,11 @@ _NAME = re.compile(r"[a-z0-9]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Policy:
-    """What the config allows; built once per config (``build_policy``)."""
+    """What the config allows; built once per config (``build_policy``). Hashed by identity
+    (``eq=False``): ``host_allowed`` caches by policy, and a generated ``__hash__`` would be
+    Python code run on every request."""
 
     allowed_origins: frozenset[str] = frozenset()
     allowed_hosts: frozenset[str] = frozenset()
@@ -76,6 +79,10 @@ class Allowed:
 
     headers: Mapping[str, str] = field(default_factory=dict)
     preflight: bool = False
+
+
+# The verdict on a request without an Origin (most of them), made once.
+NO_ORIGIN = Allowed(MappingProxyType({}))
 
 
 @functools.lru_cache(maxsize=8)
@@ -226,7 +233,7 @@ def check_request(
         )
     raw_origin = headers.get("Origin")
     if raw_origin is None:
-        return Allowed()
+        return NO_ORIGIN
     origin = normalize_origin(raw_origin)
     allowed = origin is not None and (
         origin in policy.allowed_origins or is_own_origin(origin, local)

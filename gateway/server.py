@@ -167,15 +167,14 @@ def _admit(request: web.Request, request_id: str) -> web.Response | None:
     preflight, Claude Code's probes, a missing or wrong gateway token's 401. None: the route
     answers (with the allowed origin's CORS headers kept on the request)."""
     settings = request.app[SETTINGS].current
-    section = settings.config.gateway
+    headers = request.headers
     verdict = guard.check_request(
-        guard.build_policy(
-            section.allowed_origins, section.allowed_hosts, loopback=settings.is_loopback
-        ),
+        settings.guard_policy,
         method=request.method,
         path=request.path,
-        headers=request.headers,
-        local=_local_address(request),
+        headers=headers,
+        # Only an Origin is compared with the address the connection came in on.
+        local=_local_address(request) if "Origin" in headers else None,
     )
     if isinstance(verdict, guard.Refused):
         return _error(

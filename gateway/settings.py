@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from gateway.config import (
 )
 from gateway.errors import ConfigError
 from gateway.file_safety import file_problems
+from gateway.guard import Policy, build_policy
 from gateway.refs import AliasMap, ModelRef, build_alias_map, parse_ref
 from gateway.secret import Secret, clean_token
 from gateway.shared.keys import redis_password
@@ -110,6 +112,14 @@ class Settings:
     # Every ref the config names (the chain, agents.defaults.models): the refs whose metrics
     # and cooldowns are kept by name, with the catalog's (routing.KnownRefs).
     configured_refs: tuple[ModelRef, ...] = field(default=())
+
+    @functools.cached_property
+    def guard_policy(self) -> Policy:
+        """The front door's guards of this config (built once: every request asks)."""
+        section = self.config.gateway
+        return build_policy(
+            section.allowed_origins, section.allowed_hosts, loopback=self.is_loopback
+        )
 
     @property
     def is_loopback(self) -> bool:
