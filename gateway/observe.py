@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -13,6 +14,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from gateway.isotime import iso_utc
 from gateway.secret import mask
 
 _HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{6,}")
@@ -96,6 +98,13 @@ class _LevelFilter:
         return event_dict
 
 
+def _timestamp(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """``timestamp``: now in ISO 8601 UTC with microseconds (structlog's ``TimeStamper``
+    formats the whole date every line)."""
+    event_dict["timestamp"] = iso_utc(time.time(), 6)
+    return event_dict
+
+
 _LEVELS = {**logging.getLevelNamesMapping(), "warn": logging.WARNING, "exception": logging.ERROR}
 _LEVELS.update({name.lower(): value for name, value in logging.getLevelNamesMapping().items()})
 _SINK = _Sink()
@@ -103,6 +112,26 @@ _LEVEL = _LevelFilter()
 # One list object for the life of the process: cached loggers hold it, and
 # structlog.testing.capture_logs edits the configured list in place.
 _PROCESSORS: list[Any] = []
+
+
+def info_line(logger: Any, event: str, fields: dict[str, Any]) -> None:
+    """``logger.info(event, **fields)`` for the line every request logs: the same processors
+    and sink, without structlog's bound-logger steps (a copy of the context, the keywords
+    packed again, a lock per line: 5 of its 7.5 µs). ``fields`` becomes the line's dict. When
+    structlog runs other processors than ``setup_logging``'s (a test reset it), ``logger``
+    logs the line itself."""
+    if structlog.get_config()["processors"] is not _PROCESSORS:
+        logger.info(event, **fields)
+        return
+    fields["event"] = event
+    line: Any = fields
+    try:
+        for processor in _PROCESSORS:  # capture_logs edits this list in place: still served
+            line = processor(_SINK, "info", line)
+    except structlog.DropEvent:
+        return
+    _SINK.write(line + "\n")
+    _SINK.flush()
 
 
 def hold_writes() -> bool:
@@ -160,7 +189,7 @@ def setup_logging(
     _PROCESSORS[:] = [
         _LEVEL,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
         structlog.processors.format_exc_info,
         REDACTOR.wrap(renderer),
     ]

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from gateway.engine.record import LOG_DELAY, LOG_SLICE, ROUND_TURNS, RequestLog, RequestRecord
 from gateway.metrics import Metrics
-from gateway.observe import REDACTOR, SecretRedactor, batched_writes, setup_logging
+from gateway.observe import REDACTOR, SecretRedactor, batched_writes, info_line, setup_logging
 from gateway.refs import ModelRef
 from gateway.secret import Secret, clean_token, mask
 
@@ -256,3 +257,45 @@ async def test_a_round_ends_within_its_turns_while_requests_keep_finishing() -> 
     assert not any(name.startswith("t") for name in written)  # the next round's
     journal.flush()
     assert len(_lines(out)) == 320 + 10 * (ROUND_TURNS + 2)
+
+
+FIELDS = {"request_id": "r1", "served": f"huggingface/{TOKEN}", "attempts": [{"ms": 1.5}]}
+
+
+@pytest.mark.parametrize(("level", "fmt"), [("info", "json"), ("info", "console")])
+def test_info_line_is_the_line_the_logger_writes(level: str, fmt: str) -> None:
+    """``info_line`` (the request log's line, without structlog's bound-logger steps) writes
+    what ``log.info`` writes, masked secrets included, to the same stream."""
+    out = io.StringIO()
+    setup_logging(level, fmt, secrets=[TOKEN], stream=out)
+    log = structlog.get_logger("test")
+    log.info("chat_completion", **FIELDS)
+    info_line(log, "chat_completion", dict(FIELDS))
+    first, second = out.getvalue().splitlines()
+    assert TOKEN not in out.getvalue()
+    if fmt == "json":
+        a, b = json.loads(first), json.loads(second)
+        assert a.pop("timestamp") <= b.pop("timestamp")
+        assert a == b
+        assert list(a) == [*FIELDS, "event", "level"]
+    else:  # the console line starts with its time
+        assert first.split(" ", 1)[1] == second.split(" ", 1)[1]
+
+
+def test_info_line_keeps_the_level_and_the_test_hooks() -> None:
+    """Below the level nothing is written; capture_logs sees the line; after structlog is
+    reset (its processors are not ours) the logger writes it."""
+    out = io.StringIO()
+    setup_logging("warning", "json", stream=out)
+    log = structlog.get_logger("test")
+    info_line(log, "chat_completion", dict(FIELDS))
+    assert out.getvalue() == ""
+    setup_logging("info", "json", stream=out)
+    with capture_logs() as captured:
+        info_line(log, "chat_completion", dict(FIELDS))
+    assert captured == [{**FIELDS, "event": "chat_completion", "log_level": "info"}]
+    assert out.getvalue() == ""
+    structlog.reset_defaults()
+    with capture_logs() as captured:
+        info_line(structlog.get_logger("test"), "chat_completion", dict(FIELDS))
+    assert [line["event"] for line in captured] == ["chat_completion"]

@@ -19,7 +19,7 @@ from gateway.catalog import Catalog
 from gateway.ledger.cost import request_cost
 from gateway.ledger.usage import UsageRow
 from gateway.metrics import Metrics
-from gateway.observe import batched_writes, get_logger, hold_writes, release_writes
+from gateway.observe import batched_writes, get_logger, hold_writes, info_line, release_writes
 from gateway.refs import ModelRef
 from gateway.routing import Failure
 
@@ -265,26 +265,29 @@ class RequestLog:
         if r.served is not None and r.served != r.chain[0]:
             metrics.fallbacks.inc()  # failed over, or skipped a cooling model
         usage = r.usage if isinstance(r.usage, dict) else {}
-        log.info(
+        info_line(
+            log,
             "chat_completion",
-            request_id=r.request_id,
-            dialect=r.dialect,
-            requested=r.requested,
-            served=served,
-            stream=r.stream,
-            outcome=r.outcome,
-            attempts=[
-                {
-                    "model": str(a.ref),
-                    "status": a.mark or (a.failure.value if a.failure else a.status),
-                    "ms": round(a.ms, 1),
-                }
-                for a in r.attempts
-            ],
-            ttfb_ms=round(r.ttfb * 1e3, 1) if r.ttfb is not None else None,
-            total_ms=round(total * 1e3, 1),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            cost_usd=r.cost,
-            finish_reason=r.finish_reason,
+            {
+                "request_id": r.request_id,
+                "dialect": r.dialect,
+                "requested": r.requested,
+                "served": served,
+                "stream": r.stream,
+                "outcome": r.outcome,
+                "attempts": [
+                    {
+                        "model": str(a.ref),
+                        "status": a.mark or (a.failure.value if a.failure else a.status),
+                        "ms": round(a.ms, 1),
+                    }
+                    for a in r.attempts
+                ],
+                "ttfb_ms": round(r.ttfb * 1e3, 1) if r.ttfb is not None else None,
+                "total_ms": round(total * 1e3, 1),
+                "prompt_tokens": usage.get("prompt_tokens"),
+                "completion_tokens": usage.get("completion_tokens"),
+                "cost_usd": r.cost,
+                "finish_reason": r.finish_reason,
+            },
         )
