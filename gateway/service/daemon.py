@@ -43,6 +43,7 @@ from gateway.settings import Settings, load_settings
 log = get_logger("gateway.daemon")
 
 CONFIG_POLL_SECONDS = 1.0
+GC_THRESHOLD = 10_000  # the cyclic collector's gen-0 threshold in the daemon (default 700)
 # After the grace period: how long cancelled requests get to write their last bytes. A stop
 # takes at most drainSeconds + 2 * CANCEL_SECONDS; the unit's TimeoutStopSec must exceed it.
 CANCEL_SECONDS = 1.0
@@ -147,6 +148,11 @@ class Daemon:
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's full passes (measured: a 23 ms gen-2 pause under load drops to 2 ms).
         gc.freeze()
+        # A request's objects die by reference counting; at the default gen-0 threshold (700
+        # allocations) the collector ran every request or two, traversing the objects of the
+        # requests in flight: 4 % of the instructions of a proxied request (callgrind). At
+        # 10,000 it runs ~14 times less often, over the same live objects.
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         self.notifier.ready(f"serving {url}")
         self._install_signals()
         watch = self._spawn(self._watch_config(), "config-watch")
