@@ -12,7 +12,14 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from gateway.engine.record import LOG_DELAY, LOG_SLICE, ROUND_TURNS, RequestLog, RequestRecord
+from gateway.engine.record import (
+    LOG_DELAY,
+    LOG_SLICE,
+    ROUND_TURNS,
+    RequestLog,
+    RequestRecord,
+    tenths,
+)
 from gateway.metrics import Metrics
 from gateway.observe import REDACTOR, SecretRedactor, batched_writes, info_line, setup_logging
 from gateway.refs import ModelRef
@@ -299,3 +306,22 @@ def test_info_line_keeps_the_level_and_the_test_hooks() -> None:
     with capture_logs() as captured:
         info_line(structlog.get_logger("test"), "chat_completion", dict(FIELDS))
     assert [line["event"] for line in captured] == ["chat_completion"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.0, 0.0),
+        (0.04, 0.0),
+        (0.05, 0.1),
+        (1.24, 1.2),
+        (1.25, 1.3),  # halves up (round() gives 1.2: half to even)
+        (12.345678, 12.3),
+        (999.95, 1000.0),
+        (0.1 + 0.2, 0.3),  # the float's noise is gone
+        (1_000_000.06, 1_000_000.1),
+    ],
+)
+def test_tenths_table(value: float, expected: float) -> None:
+    assert tenths(value) == expected
+    assert repr(tenths(value)) == repr(expected)  # the log writes the short form
