@@ -317,3 +317,15 @@ async def test_budget_check_refuses_when_spent_warns_once_at_80_percent_and_rese
     assert ledger.check_budget(budgets, tomorrow) is None
     assert ledger.check_budget(Budgets(), now) is None
     await ledger.drain()
+
+
+def test_unknown_values_are_stored_as_sql_null(conn: sqlite3.Connection) -> None:
+    """None binds NULL (through the module's adapter for None), and reads back as None."""
+    row = UsageRow(START, "r-null", "chat", None, None, None, "", "failed")
+    insert_rows(conn, [row])
+    types = conn.execute(
+        "SELECT typeof(requested), typeof(served), typeof(provider), typeof(ttft_ms), "
+        "typeof(cost_usd), typeof(outcome) FROM usage WHERE request_id = 'r-null'"
+    ).fetchone()
+    assert types == ("null", "null", "null", "null", "null", "text")
+    assert conn.execute("SELECT COUNT(*) FROM usage WHERE cost_usd IS NULL").fetchone() == (1,)
