@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Literal
 
 import aiohttp
 from yarl import URL
@@ -57,16 +57,35 @@ def map_error(exc: Exception) -> Exception:
     return exc
 
 
-@contextmanager
-def mapped_errors() -> Iterator[None]:
-    """Raise ``map_error`` of what the block raises (the hot read loops inline the same)."""
-    try:
-        yield
-    except Exception as exc:
+class _MappedErrors:
+    """A block that raises ``map_error`` of what it raises. A class, not a ``contextmanager``
+    generator: every request enters three (1.3 µs each as a generator, 0.1 as a class)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        if not isinstance(exc, Exception):
+            return False  # no exception, or a BaseException (a cancel): as it is
         mapped = map_error(exc)
         if mapped is exc:
-            raise
+            return False
         raise mapped from None
+
+
+_MAPPED_ERRORS = _MappedErrors()
+
+
+def mapped_errors() -> _MappedErrors:
+    """Raise ``map_error`` of what the block raises (the hot read loops inline the same)."""
+    return _MAPPED_ERRORS
 
 
 def redirect_error(status: int, location: str | None, requested: URL) -> UpstreamRedirect:
