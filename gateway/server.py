@@ -249,10 +249,12 @@ def _local_address(request: web.Request) -> tuple[str, int] | None:
     return None
 
 
-async def _send_cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+async def _send_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """The CORS headers of an allowed origin, on every answer (streams included)."""
-    headers = request.get(CORS_HEADERS) if isinstance(request, web.Request) else None
-    for name, value in (headers or {}).items():
+    headers = request.get(CORS_HEADERS)
+    if not headers:
+        return
+    for name, value in headers.items():
         if name == "Vary" and "Vary" in response.headers:
             response.headers["Vary"] = f"{response.headers['Vary']}, {value}"
         else:

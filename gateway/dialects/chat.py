@@ -132,7 +132,7 @@ def _bad_request(request: web.Request, message: str, param: str | None = None) -
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS].current
     body = await read_json_object(request, openai_error)
-    if isinstance(body, web.Response):
+    if not isinstance(body, dict):  # the error answer
         return body
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:

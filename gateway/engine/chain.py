@@ -146,10 +146,11 @@ class ChainEngine:
                 finally:
                     if isinstance(ticket, ProbeTicket):
                         self.breaker.release_probe(ticket)
-                if isinstance(result, web.StreamResponse):
-                    return result
                 if result is None:
                     return self._exhausted(request, record, sink, last, budget_spent=True)
+                # Not isinstance(result, web.StreamResponse): an ABC, its check is Python code.
+                if not isinstance(result, Failed):
+                    return result
                 last = result
             return self._exhausted(request, record, sink, last, budget_spent=False)
         except asyncio.CancelledError:
@@ -225,12 +226,12 @@ class ChainEngine:
                     if isinstance(result, Broken):
                         return await self._rescue(result, plan, deadline)
                     return result
-            if isinstance(result, web.StreamResponse):
-                self.breaker.succeed(ref)
-                return result
             if isinstance(result, Broken):
                 self.breaker.succeed(ref)  # it answered; the cut is the rescue's
                 return await self._rescue(result, plan, deadline)
+            if not isinstance(result, Failed):  # the answer
+                self.breaker.succeed(ref)
+                return result
             elapsed = clock.monotonic() - attempt.started
             record.attempts.append(AttemptLog(ref, result.status, result.failure, elapsed * 1e3))
             outcomes.append(result.failure.value if result.failure else result.status or 502)
