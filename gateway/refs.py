@@ -38,11 +38,18 @@ class ModelRef:
     # names its refs a dozen times, in headers, the log line, metrics and the ledger).
     upstream_id: str = field(init=False, repr=False, compare=False)
     _text: str = field(init=False, repr=False, compare=False)
+    # Refs key the breaker's, the hedging's and the metrics' dicts: hashed once (a dataclass's
+    # own __hash__ builds a tuple of the fields at every lookup).
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         upstream = f"{self.model_id}:{self.suffix}" if self.suffix else self.model_id
         object.__setattr__(self, "upstream_id", upstream)
         object.__setattr__(self, "_text", f"{self.provider}/{upstream}")
+        object.__setattr__(self, "_hash", hash((self.model_id, self.suffix, self.provider)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def base(self) -> ModelRef:

@@ -39,8 +39,13 @@ def loads(data: bytes | str) -> Any:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             obj = _stdlib_loads(raw)
-    # The depth is at most the number of brackets: most bodies need no walk at all.
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and nesting_depth(obj) > MAX_DEPTH:
+    # The depth is at most the number of brackets: most bodies need no walk at all (and a
+    # short one not even the count).
+    if (
+        len(raw) > MAX_DEPTH
+        and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+        and nesting_depth(obj) > MAX_DEPTH
+    ):
         raise ValueError(TOO_DEEP)
     return obj
 
