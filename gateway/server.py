@@ -38,7 +38,6 @@ from gateway.app_state import (
 from gateway.breaker import Breaker
 from gateway.dialects import responses_http
 from gateway.dialects.chat import chat_completions, json_error
-from gateway.dialects.handler import budgets_of
 from gateway.dialects.messages import http as messages_http
 from gateway.discovery import CatalogRefresher
 from gateway.engine import ChainEngine, Clock, SystemClock
@@ -431,7 +430,7 @@ def status_document(app: web.Application, listen: str) -> dict[str, Any]:
         catalog_error=refresher.last_error,
         recent=recent,
         spent=ledger.spent(now) if ledger is not None else (0.0, 0.0),
-        budgets=budgets_of(settings),
+        budgets=settings.budgets,
         shared_state=app[SHARED].state.status(),
         replica=app[SHARED].state.replica,
     )

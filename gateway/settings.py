@@ -37,6 +37,7 @@ from gateway.config import (
 from gateway.errors import ConfigError
 from gateway.file_safety import file_problems
 from gateway.guard import Policy, build_policy
+from gateway.ledger.budget import Budgets
 from gateway.refs import AliasMap, ModelRef, build_alias_map, parse_ref
 from gateway.secret import Secret, clean_token
 from gateway.shared.keys import redis_password
@@ -112,6 +113,12 @@ class Settings:
     # Every ref the config names (the chain, agents.defaults.models): the refs whose metrics
     # and cooldowns are kept by name, with the catalog's (routing.KnownRefs).
     configured_refs: tuple[ModelRef, ...] = field(default=())
+
+    @functools.cached_property
+    def budgets(self) -> Budgets:
+        """The spend limits of ``gateway.budget`` (built once: every request checks them)."""
+        budget = self.config.gateway.budget
+        return Budgets(daily_usd=budget.daily_usd, monthly_usd=budget.monthly_usd)
 
     @functools.cached_property
     def guard_policy(self) -> Policy:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.app_state import CLOCK, ENGINE, LEDGER, METRICS, SHARED, TRAFFIC
 from gateway.engine import ChainFailure, ChatRequest, FailureKind, RequestRecord, Sink
-from gateway.ledger.budget import Budgets, Refusal
+from gateway.ledger.budget import Refusal
 from gateway.refs import ModelRef
 from gateway.routing import request_chain
 from gateway.settings import Settings
@@ -41,11 +41,6 @@ def with_usage_asked(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def budgets_of(settings: Settings) -> Budgets:
-    budget = settings.config.gateway.budget
-    return Budgets(daily_usd=budget.daily_usd, monthly_usd=budget.monthly_usd)
-
-
 def budget_failure(refusal: Refusal, now: float) -> ChainFailure:
     """The 429 ``budget_exceeded`` of a spent budget: its message names the budget and the
     reset time; ``retry_after`` is the seconds until the reset."""
@@ -68,7 +63,7 @@ async def run_engine(request: web.Request, chat: ChatRequest, sink: Sink) -> web
     ledger = app.get(LEDGER)
     if ledger is not None:
         now = app[CLOCK].time()
-        budgets = budgets_of(chat.settings)
+        budgets = chat.settings.budgets
         refusal = ledger.check_budget(budgets, now)
         shared = app.get(SHARED)
         if refusal is None and shared is not None and budgets.any:
