@@ -47,4 +47,6 @@ fi
 printf 'HF_TOKEN=hf_benchmarkdummytoken000000\n' >> "$state/.env"
 chmod 600 "$state/.env"
 export CODERCLAW_STATE_DIR="$state"
-exec "$venv/bin/coderclaw" gateway run --port "$port"
+# BENCH_WRAP: a command to run the gateway under (bench/instructions.py: valgrind).
+# shellcheck disable=SC2086
+exec ${BENCH_WRAP:-} "$venv/bin/coderclaw" gateway run --port "$port"
