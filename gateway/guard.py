@@ -55,7 +55,7 @@ _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
 @dataclass(frozen=True, eq=False)
 class Policy:
-    """What the config allows; built once per config (``build_policy``). Hashed by identity
+    """What the config allows (``build_policy``, once per config). Hashed by identity
     (``eq=False``): ``host_allowed`` caches by policy, and a generated ``__hash__`` would be
     Python code run on every request."""
 
@@ -85,11 +85,10 @@ class Allowed:
 NO_ORIGIN = Allowed(MappingProxyType({}))
 
 
-@functools.lru_cache(maxsize=8)
 def build_policy(
     allowed_origins: tuple[str, ...], allowed_hosts: tuple[str, ...], *, loopback: bool
 ) -> Policy:
-    """The policy of a config (cached: the front door asks for it on every request)."""
+    """The policy of a config (``Settings.guard_policy`` builds it once per config)."""
     origins = {normalize_origin(o) for o in allowed_origins}
     return Policy(
         allowed_origins=frozenset(o for o in origins if o is not None),
