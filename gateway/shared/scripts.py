@@ -22,13 +22,13 @@ from __future__ import annotations
 # Returns {first spent period (1-based) or 0, spend of each key..., grant of each key...}.
 ADMIT = """
 local n = #KEYS
-local out = {0}
+local out, counted = {0}, {}
 for i = 1, n do
   local spent = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
   local limit = tonumber(ARGV[i]) or -1
   out[i + 1] = spent
-  spent = spent + math.max(tonumber(ARGV[4 * n + i]) or 0, 0)
-  if out[1] == 0 and limit >= 0 and spent >= limit then
+  counted[i] = spent + math.max(tonumber(ARGV[4 * n + i]) or 0, 0)
+  if out[1] == 0 and limit >= 0 and counted[i] >= limit then
     out[1] = i
   end
 end
@@ -38,8 +38,7 @@ for i = 1, n do
   local want = tonumber(ARGV[n + i]) or 0
   grants[i] = 0
   if limit >= 0 then
-    local spent = out[i + 1] + math.max(tonumber(ARGV[4 * n + i]) or 0, 0)
-    local grant = math.min(want, math.floor((limit - spent) / 2))
+    local grant = math.min(want, math.floor((limit - counted[i]) / 2))
     if want <= 0 or grant < (tonumber(ARGV[2 * n + i]) or 1) then
       lease = false
     end
