@@ -136,9 +136,7 @@ async def test_identity_is_asked_for_on_every_call(isolated_home: Path) -> None:
         upstream = Upstream(new_session())
         try:
             async with await upstream.post_chat(
-                settings,
-                json.dumps({**CHAT, "model": A}).encode(),
-                stream=False,
+                settings, json.dumps({**CHAT, "model": A}).encode(), stream=False,
                 client_headers={},
             ) as reply:
                 assert reply.status == 200
@@ -208,15 +206,13 @@ async def test_sse_events_are_capped_and_inflated() -> None:
     UpstreamTooLarge; a gzip-compressed stream is inflated in bounded slices."""
     stream = b"".join(b'data: {"i":%d}\n\n' % i for i in range(1000))
     async with (
-        serving(
-            {
-                "/long": chunked(b"data: " + b"x" * 5000),
-                "/gz": body_of(gzip.compress(stream), **{"Content-Encoding": "gzip"}),
-                "/gzlong": body_of(
-                    gzip.compress(b"data: " + b"x" * (64 << 20)), **{"Content-Encoding": "gzip"}
-                ),
-            }
-        ) as origin,
+        serving({
+            "/long": chunked(b"data: " + b"x" * 5000),
+            "/gz": body_of(gzip.compress(stream), **{"Content-Encoding": "gzip"}),
+            "/gzlong": body_of(
+                gzip.compress(b"data: " + b"x" * (64 << 20)), **{"Content-Encoding": "gzip"}
+            ),
+        }) as origin,
         aiohttp.ClientSession() as session,
     ):
         async with fetch.get(session, f"{origin}/long", timeout_s=5) as reply:
@@ -238,12 +234,10 @@ async def test_models_and_whoami_bodies_are_capped(router: FakeRouter) -> None:
     huge_models = b'{"object":"list","data":[' + b" " * MAX_MODELS_BYTES + b"]}"
     huge_whoami = b'{"name":"x","pad":"' + b"x" * MAX_WHOAMI_BYTES + b'"}'
     async with (
-        serving(
-            {
-                "/v1/models": chunked(huge_models),
-                "/api/whoami-v2": chunked(huge_whoami),
-            }
-        ) as origin,
+        serving({
+            "/v1/models": chunked(huge_models),
+            "/api/whoami-v2": chunked(huge_whoami),
+        }) as origin,
         aiohttp.ClientSession() as session,
     ):
         with pytest.raises(UpstreamError) as info:
@@ -311,20 +305,11 @@ async def served_fine(request: web.Request) -> web.StreamResponse:
     """A small valid answer, streamed when asked."""
     body = await request.json()
     if not body.get("stream"):
-        return web.json_response(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "fine"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-        )
+        return web.json_response({
+            "id": "x", "object": "chat.completion", "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                         "finish_reason": "stop"}],
+        })
     out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await out.prepare(request)
     await out.write(_chunk("fine", None) + _chunk("", "stop") + b"data: [DONE]\n\n")
@@ -333,17 +318,15 @@ async def served_fine(request: web.Request) -> web.StreamResponse:
 
 
 def _chunk(text: str, finish: str | None) -> bytes:
-    data = {
-        "id": "x",
-        "object": "chat.completion.chunk",
-        "model": "m",
-        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
-    }
+    data = {"id": "x", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
 async def huge_body(request: web.Request) -> web.StreamResponse:
-    return await chunked(b'{"choices":[],"pad":"' + b"x" * MAX_BODY_BYTES + b'"}', 1 << 20)(request)
+    return await chunked(b'{"choices":[],"pad":"' + b"x" * MAX_BODY_BYTES + b'"}', 1 << 20)(
+        request
+    )
 
 
 async def huge_event(request: web.Request) -> web.StreamResponse:
@@ -366,14 +349,8 @@ async def stalled_body(request: web.Request) -> web.StreamResponse:
 
 
 async def error_with_extras(request: web.Request) -> web.StreamResponse:
-    error = {
-        "message": "bad tool schema",
-        "type": "invalid_request_error",
-        "param": "tools",
-        "code": "invalid_tools",
-        "trace": "internal-host-7 /srv/x.py",
-        "extra": {"a": 1},
-    }
+    error = {"message": "bad tool schema", "type": "invalid_request_error", "param": "tools",
+             "code": "invalid_tools", "trace": "internal-host-7 /srv/x.py", "extra": {"a": 1}}
     return web.json_response({"error": error, "debug": True}, status=400)
 
 
