@@ -14,13 +14,14 @@ from typing import Literal
 
 
 class _Second:
-    """The last whole second formatted, and its text (one entry: times come in order)."""
+    """The last whole second formatted, with its text, as one tuple: the log (event loop) and
+    the ledger's writer thread both call ``iso_utc``, and a reader must never pair one
+    second with another's text (one attribute is read and replaced at once)."""
 
-    __slots__ = ("second", "text")
+    __slots__ = ("entry",)
 
     def __init__(self) -> None:
-        self.second = -1
-        self.text = ""
+        self.entry: tuple[int, str] = (-1, "")
 
 
 _LAST = _Second()
@@ -35,10 +36,10 @@ def iso_utc(ts: float, digits: Literal[3, 6] = 3) -> str:
     if micro >= 1_000_000:
         second += 1
         micro -= 1_000_000
-    last = _LAST
-    if second != last.second:
-        last.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        last.second = second
+    cached, text = _LAST.entry
+    if second != cached:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _LAST.entry = (second, text)
     if digits == 3:
-        return f"{last.text}.{micro // 1000:03d}Z"
-    return f"{last.text}.{micro:06d}Z"
+        return f"{text}.{micro // 1000:03d}Z"
+    return f"{text}.{micro:06d}Z"
