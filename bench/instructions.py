@@ -28,12 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import aiohttp
-from benchkit import free_port, pinned
+from benchkit import free_port, pinned, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {
@@ -42,36 +40,20 @@ BODY = {
     "max_tokens": 200,
     "messages": [{"role": "user", "content": "Say hello."}],
 }
+HEADERS = {"Authorization": "Bearer sk-bench"}  # what the harness's clients send
 VALGRIND = ["valgrind", "--tool=callgrind", "--cache-sim=no"]
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 300) -> None:
-    """Until ``url`` answers at all (a peer under valgrind takes ~10 s to start)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.5)
-    sys.exit(f"{url} did not answer within {seconds:g} s")
 
 
 async def send(url: str, count: int, concurrency: int = 32) -> int:
     """``count`` chat completions, ``concurrency`` at a time; how many got a 200."""
     left, ok = count, 0
-    headers = {"Authorization": "Bearer sk-bench"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
         async def worker() -> None:
             nonlocal left, ok
             while left > 0:
                 left -= 1
-                async with http.post(url, json=BODY, headers=headers) as resp:
+                async with http.post(url, json=BODY, headers=HEADERS) as resp:
                     await resp.read()
                     ok += resp.status == 200
 
@@ -106,7 +88,8 @@ def measure(
         proc = subprocess.Popen(pinned(1, argv), stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        wait_ready(f"http://127.0.0.1:{port}/v1/models", proc)
+        # Under valgrind a peer takes ~10 s to start.
+        wait_http(f"http://127.0.0.1:{port}/v1/models", proc, 300, HEADERS)
         asyncio.run(send(url, 300))
         time.sleep(1)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)

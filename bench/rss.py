@@ -31,26 +31,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchkit import add_env_option, free_port, pinned
+from benchkit import add_env_option, free_port, pinned, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-bench-rss"
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {KEY}"})
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer in {seconds} s")
+AUTH = {"Authorization": f"Bearer {KEY}"}  # the gateway token the gateway gets here
 
 
 class Bench:
@@ -171,7 +156,7 @@ def run(args: argparse.Namespace, logs: Path, turn: int = 0) -> dict[str, dict[s
             [args.python, str(bench.shared / "fake_upstream.py"), "--port", str(up_port)],
             {},
         )
-        wait_http(f"{bench.upstream}/v1/models", up)
+        wait_http(f"{bench.upstream}/v1/models", up, headers=AUTH)
         peers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         if "gateway" in args.only:
             env = {"BENCH_KEY": KEY, **dict(args.env)}
@@ -198,7 +183,7 @@ def run(args: argparse.Namespace, logs: Path, turn: int = 0) -> dict[str, dict[s
             ]
             peers["AIOHTTP_MIN"] = (bench.start("aiohttp_min", 1, argv, {}), min_port)
         for proc, port in peers.values():
-            wait_http(f"http://127.0.0.1:{port}/v1/models", proc)
+            wait_http(f"http://127.0.0.1:{port}/v1/models", proc, headers=AUTH)
         time.sleep(1)
         rss: dict[str, dict[str, object]] = {}
         for name, (proc, _) in peers.items():
